@@ -1,0 +1,70 @@
+"""The Meta Prompts backbone: VAE latent -> the same UNet run R times with learned step embeddings and prompts."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mp_deploy.configs import SizeConfig
+from mp_deploy.unet import VAEEncoder, build_unet, unet_features, unet_out_head
+
+
+class MetaPrompts(nn.Module):
+    """Learned prompts used as cross-attention context.
+
+    depth: one (N, D) set per step, each through its own Linear-GELU-Linear adapter whose output replaces it;
+    seg/pose: one shared (N, D) set for every step, no adapter.
+    """
+
+    def __init__(self, steps: int, num: int, dim: int, per_step: bool):
+        super().__init__()
+        self.per_step = per_step
+        self.embeddings = nn.Parameter(torch.randn(steps if per_step else 1, num, dim))
+        self.adapters = (
+            nn.ModuleList(nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim)) for _ in range(steps))
+            if per_step else None
+        )
+
+    def forward(self, step: int, batch: int) -> torch.Tensor:
+        if self.per_step:
+            p = self.adapters[step](self.embeddings[step])
+        else:
+            p = self.embeddings[0]
+        return p.unsqueeze(0).expand(batch, -1, -1)  # plain broadcast (the reference's B == 50 quirk is not kept)
+
+
+class MetaPromptsBackbone(nn.Module):
+    def __init__(self, size: SizeConfig, refine_steps: int, num_prompts: int, per_step_prompts: bool):
+        super().__init__()
+        self.refine_steps = refine_steps
+        self.vae = VAEEncoder(size.vae).requires_grad_(False)  # frozen, as in the reference
+        self.unet = build_unet(size.unet)
+        self.step_embeddings = nn.Parameter(torch.randn(refine_steps, size.embed_dim))
+        self.prompts = MetaPrompts(refine_steps, num_prompts, size.prompt_dim, per_step_prompts)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """x in [-1, 1] -> latent posterior mean. The VAE is frozen in the reference."""
+        return self.vae(x)
+
+    def forward(self, x: torch.Tensor, trace: dict | None = None):
+        """x (B, 3, H, W) in [-1, 1] -> ([f0, f1, f2, f3] of the last step, last step's prompts (B, N, D)).
+
+        `trace`, when given, receives the intermediate tensors named as in the golden files.
+        """
+        latent = self.encode(x)
+        if trace is not None:
+            trace["z0"] = latent
+        batch = x.shape[0]
+        features = None
+        for step in range(self.refine_steps):
+            if step > 0:
+                latent = unet_out_head(self.unet, features[0])
+                if trace is not None:
+                    trace[f"unet_input_step{step + 1}"] = latent
+            emb = self.step_embeddings[step].unsqueeze(0).expand(batch, -1)
+            prompts = self.prompts(step, batch)
+            features = unet_features(self.unet, latent, emb, prompts)
+        if trace is not None:
+            for i, (f, ob) in enumerate(zip(features, (11, 7, 4, 1))):
+                trace[f"unet_f{i}_ob{ob}"] = f
+            trace["final_prompts"] = prompts
+        return features, prompts
