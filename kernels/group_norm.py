@@ -1,0 +1,173 @@
+"""GroupNorm (+ optional SiLU) over contiguous (B, C, *spatial) activations, fp32 statistics, in Triton.
+
+The channels of one group are contiguous in memory, so a (batch, group) pair is one flat row of
+`group_numel = C / groups * HW` elements. Two paths:
+- split (large groups): `_group_stats_kernel` reduces each row in SPLIT chunks to partial moments, then
+  `_group_norm_apply_kernel` combines them (Chan's parallel formula) and normalises. Two launches, with
+  enough programs to fill the GPU even at batch 1 (32 groups would otherwise use 32 SMs).
+- fused (small groups): `_group_norm_fused_kernel`, one program per row, two passes over it (the second
+  one hits L1/L2). One launch; also the TensorRT AOT plugin's kernel, which must be a single kernel.
+Every kernel takes (input pointers, int scalars, output pointers, constexprs): the order in which TensorRT
+AOT plugins pass arguments (kernels/tensorrt_plugins.py compiles these same kernels).
+"""
+import torch
+import triton
+import triton.language as tl
+from torch.library import wrap_triton
+
+STATS_BLOCK = 1024
+APPLY_BLOCK = 2048
+FUSED_BLOCK = 2048
+FUSED_MAX_GROUP = 8192  # rows up to this size take the fused path (one read from DRAM, one from cache)
+STATS_PROGRAMS = 512  # stats programs to aim for: about 4 per SM on an H100
+MAX_SPLIT = 64
+NUM_WARPS = 4
+
+
+@triton.jit
+def _group_stats_kernel(x_ptr, group_numel, stats_ptr, SPLIT: tl.constexpr, BLOCK: tl.constexpr):
+    """Program (chunk, row) -> stats[row, :, chunk] = (count, mean, M2) of that chunk of the row."""
+    chunk_id = tl.program_id(0)
+    row = tl.program_id(1).to(tl.int64)
+    # chunks are whole BLOCKs so every load starts aligned; trailing chunks may be empty (count 0)
+    chunk = tl.cdiv(tl.cdiv(group_numel, SPLIT), BLOCK) * BLOCK
+    start = chunk_id * chunk
+    end = tl.minimum(start + chunk, group_numel)
+    base = x_ptr + row * group_numel
+    # sums of (x - shift) with shift = the chunk's first value keep fp32 precision when |mean| >> std
+    shift = tl.load(base + start, mask=start < end, other=0.0).to(tl.float32)
+    acc = tl.zeros([BLOCK], tl.float32)
+    acc_sq = tl.zeros([BLOCK], tl.float32)
+    for off in range(start, end, BLOCK):
+        idx = off + tl.arange(0, BLOCK)
+        mask = idx < end
+        d = tl.where(mask, tl.load(base + idx, mask=mask, other=0.0).to(tl.float32) - shift, 0.0)
+        acc += d
+        acc_sq += d * d
+    count = tl.maximum(end - start, 0).to(tl.float32)
+    total = tl.sum(acc, 0)
+    safe = tl.maximum(count, 1.0)
+    out = stats_ptr + row * (3 * SPLIT) + chunk_id
+    tl.store(out, count)
+    tl.store(out + SPLIT, shift + total / safe)
+    tl.store(out + 2 * SPLIT, tl.maximum(tl.sum(acc_sq, 0) - total * total / safe, 0.0))
+
+
+@triton.jit
+def _row_moments(stats_ptr, rows, row_mask, group_numel, EPS: tl.constexpr, SPLIT: tl.constexpr):
+    """mean and rstd for a vector of rows, combining their SPLIT partial moments."""
+    part = stats_ptr + rows[:, None] * (3 * SPLIT) + tl.arange(0, SPLIT)[None, :]
+    mask = row_mask[:, None]
+    count = tl.load(part, mask=mask, other=0.0)
+    mean_i = tl.load(part + SPLIT, mask=mask, other=0.0)
+    m2_i = tl.load(part + 2 * SPLIT, mask=mask, other=0.0)
+    n = group_numel.to(tl.float32)
+    mean = tl.sum(count * mean_i, 1) / n
+    dev = mean_i - mean[:, None]
+    var = tl.sum(m2_i + count * dev * dev, 1) / n
+    return mean, 1.0 / tl.sqrt(var + EPS)
+
+
+@triton.jit
+def _normalize(x, mean, rstd, w_ptr, b_ptr, channel, mask, SILU: tl.constexpr):
+    w = tl.load(w_ptr + channel, mask=mask, other=0.0).to(tl.float32)
+    b = tl.load(b_ptr + channel, mask=mask, other=0.0).to(tl.float32)
+    y = (x - mean) * (rstd * w) + b
+    if SILU:
+        y = y * tl.sigmoid(y)
+    return y
+
+
+@triton.jit
+def _group_norm_apply_kernel(x_ptr, stats_ptr, w_ptr, b_ptr, group_numel, hw, groups, y_ptr,
+                             EPS: tl.constexpr, SILU: tl.constexpr, SPLIT: tl.constexpr, BLOCK: tl.constexpr):
+    """Program (block, row): normalise BLOCK elements of one (batch, group) row."""
+    row = tl.program_id(1)
+    idx = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = idx < group_numel
+    rows = row + tl.zeros([1], tl.int32)  # a 1-row vector: `_row_moments` works on vectors
+    mean, rstd = _row_moments(stats_ptr, rows, rows >= 0, group_numel, EPS, SPLIT)
+    channel = (row % groups) * (group_numel // hw) + idx // hw
+    offs = row.to(tl.int64) * group_numel + idx
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    y = _normalize(x, mean, rstd, w_ptr, b_ptr, channel, mask, SILU)
+    tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _group_norm_fused_kernel(x_ptr, w_ptr, b_ptr, group_numel, hw, groups, y_ptr,
+                             EPS: tl.constexpr, SILU: tl.constexpr, BLOCK: tl.constexpr):
+    """Program (row,): statistics of the whole row, then normalise it."""
+    row = tl.program_id(0)
+    base = row.to(tl.int64) * group_numel
+    shift = tl.load(x_ptr + base).to(tl.float32)  # see `_group_stats_kernel`
+    acc = tl.zeros([BLOCK], tl.float32)
+    acc_sq = tl.zeros([BLOCK], tl.float32)
+    for off in range(0, group_numel, BLOCK):
+        idx = off + tl.arange(0, BLOCK)
+        mask = idx < group_numel
+        d = tl.where(mask, tl.load(x_ptr + base + idx, mask=mask, other=0.0).to(tl.float32) - shift, 0.0)
+        acc += d
+        acc_sq += d * d
+    n = group_numel.to(tl.float32)
+    mean_d = tl.sum(acc, 0) / n
+    var = tl.maximum(tl.sum(acc_sq, 0) / n - mean_d * mean_d, 0.0)
+    mean = shift + mean_d
+    rstd = 1.0 / tl.sqrt(var + EPS)
+    first_channel = (row % groups) * (group_numel // hw)
+    for off in range(0, group_numel, BLOCK):
+        idx = off + tl.arange(0, BLOCK)
+        mask = idx < group_numel
+        x = tl.load(x_ptr + base + idx, mask=mask, other=0.0).to(tl.float32)
+        y = _normalize(x, mean, rstd, w_ptr, b_ptr, first_channel + idx // hw, mask, SILU)
+        tl.store(y_ptr + base + idx, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+def stats_split(rows: int, group_numel: int) -> int:
+    """Chunks per row for `_group_stats_kernel`: a power of two (it is a tl.arange length), >= 2."""
+    split = min(max(1, STATS_PROGRAMS // rows), triton.cdiv(group_numel, STATS_BLOCK), MAX_SPLIT)
+    return max(2, 1 << (split.bit_length() - 1))
+
+
+def group_stats(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """Partial moments (B * groups, 3, SPLIT) fp32 of a contiguous x; SPLIT = stats.shape[-1]."""
+    batch, channels = x.shape[:2]
+    group_numel = channels // groups * (x.numel() // max(batch * channels, 1))
+    rows = batch * groups
+    split = stats_split(rows, group_numel)
+    stats = torch.empty((rows, 3, split), device=x.device, dtype=torch.float32)
+    wrap_triton(_group_stats_kernel)[(split, rows)](
+        x, group_numel, stats, SPLIT=split, BLOCK=STATS_BLOCK, num_warps=NUM_WARPS)
+    return stats
+
+
+def group_norm_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int, eps: float,
+                   silu: bool, fused: bool | None = None) -> torch.Tensor:
+    """GroupNorm(groups, eps) with affine weight/bias, then SiLU if `silu`; x (B, C, ...) -> same shape/dtype.
+
+    `fused` forces a path (tests); by default rows of up to FUSED_MAX_GROUP elements take the fused one.
+    """
+    if x.dim() < 2 or x.shape[1] % groups:
+        raise ValueError(f"group_norm_act: need (B, C, ...) with C divisible by groups={groups}, got {tuple(x.shape)}")
+    x = x.contiguous()
+    batch, channels = x.shape[:2]
+    hw = x.numel() // max(batch * channels, 1)
+    group_numel = channels // groups * hw
+    rows = batch * groups
+    y = torch.empty_like(x)
+    if x.numel() == 0:
+        return y
+    weight, bias = weight.contiguous(), bias.contiguous()
+    if fused is None:
+        fused = group_numel <= FUSED_MAX_GROUP
+    if fused:
+        wrap_triton(_group_norm_fused_kernel)[(rows,)](
+            x, weight, bias, group_numel, hw, groups, y,
+            EPS=eps, SILU=silu, BLOCK=FUSED_BLOCK, num_warps=NUM_WARPS)
+    else:
+        stats = group_stats(x, groups)
+        grid = (triton.cdiv(group_numel, APPLY_BLOCK), rows)
+        wrap_triton(_group_norm_apply_kernel)[grid](
+            x, stats, weight, bias, group_numel, hw, groups, y,
+            EPS=eps, SILU=silu, SPLIT=stats.shape[-1], BLOCK=APPLY_BLOCK, num_warps=NUM_WARPS)
+    return y
