@@ -8,8 +8,11 @@
 - CPU: the plain-PyTorch references of mp_deploy.ops (CPU exports, tests of the op).
 - fake/meta: shapes and dtypes only.
 Without Triton the ops are still registered (torch.library.custom_op), backed by the references alone.
-The Triton launchers themselves are `group_norm.group_norm_act` and `norm_relu_rearrange.norm_relu_rearrange`.
+The Triton launchers themselves are `group_norm.group_norm_act` and `norm_relu_rearrange.norm_relu_rearrange`
+(the op objects here are named `*_op` so that they do not shadow those submodules).
 """
+import contextlib
+
 import torch
 from torch import Tensor
 
@@ -25,13 +28,13 @@ else:
 
 def _reference_norm_relu_rearrange(x: Tensor, weight: Tensor, bias: Tensor, groups: int, eps: float,
                                    prompts: Tensor) -> Tensor:
-    # with kernels on, the reference would send a CUDA x straight back to this op
-    with _reference.use_kernels(False):
+    # with kernels on, the reference sends a CUDA x straight back to this op (only without Triton)
+    with _reference.use_kernels(False) if x.is_cuda else contextlib.nullcontext():
         return _reference.norm_relu_rearrange(x, weight, bias, groups, eps, prompts)
 
 
 def _reference_group_norm_act(x: Tensor, weight: Tensor, bias: Tensor, groups: int, eps: float, silu: bool) -> Tensor:
-    with _reference.use_kernels(False):
+    with _reference.use_kernels(False) if x.is_cuda else contextlib.nullcontext():
         return _reference.group_norm_act(x, weight, bias, groups, eps, silu)
 
 
@@ -40,7 +43,7 @@ if HAS_TRITON:
     from .norm_relu_rearrange import norm_relu_rearrange as _triton_norm_relu_rearrange
 
     @torch.library.triton_op("mp_deploy::norm_relu_rearrange", mutates_args=())
-    def norm_relu_rearrange(x: Tensor, weight: Tensor, bias: Tensor, groups: int, eps: float,
+    def norm_relu_rearrange_op(x: Tensor, weight: Tensor, bias: Tensor, groups: int, eps: float,
                             prompts: Tensor) -> Tensor:
         # this body is also what torch.compile / AOTInductor trace, for every device: non-CUDA
         # inputs get the reference ops so that CPU artifacts hold no Triton kernel
@@ -49,26 +52,26 @@ if HAS_TRITON:
         return _triton_norm_relu_rearrange(x, weight, bias, groups, eps, prompts)
 
     @torch.library.triton_op("mp_deploy::group_norm_act", mutates_args=())
-    def group_norm_act(x: Tensor, weight: Tensor, bias: Tensor, groups: int, eps: float, silu: bool) -> Tensor:
+    def group_norm_act_op(x: Tensor, weight: Tensor, bias: Tensor, groups: int, eps: float, silu: bool) -> Tensor:
         if x.device.type != "cuda":
             return _reference.group_norm_act(x, weight, bias, groups, eps, silu)
         return _triton_group_norm_act(x, weight, bias, groups, eps, silu)
 else:
-    norm_relu_rearrange = torch.library.custom_op("mp_deploy::norm_relu_rearrange", mutates_args=())(
+    norm_relu_rearrange_op = torch.library.custom_op("mp_deploy::norm_relu_rearrange", mutates_args=())(
         _reference_norm_relu_rearrange)
-    group_norm_act = torch.library.custom_op("mp_deploy::group_norm_act", mutates_args=())(
+    group_norm_act_op = torch.library.custom_op("mp_deploy::group_norm_act", mutates_args=())(
         _reference_group_norm_act)
 
-norm_relu_rearrange.register_kernel("cpu")(_reference_norm_relu_rearrange)
-group_norm_act.register_kernel("cpu")(_reference_group_norm_act)
+norm_relu_rearrange_op.register_kernel("cpu")(_reference_norm_relu_rearrange)
+group_norm_act_op.register_kernel("cpu")(_reference_group_norm_act)
 
 
-@norm_relu_rearrange.register_fake
+@norm_relu_rearrange_op.register_fake
 def _(x, weight, bias, groups, eps, prompts):
     batch, _, height, width = x.shape
     return x.new_empty((batch, prompts.shape[1], height, width))
 
 
-@group_norm_act.register_fake
+@group_norm_act_op.register_fake
 def _(x, weight, bias, groups, eps, silu):
     return x.new_empty(x.shape)

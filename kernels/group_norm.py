@@ -26,7 +26,11 @@ NUM_WARPS = 4
 
 @triton.jit
 def _group_stats_kernel(x_ptr, group_numel, stats_ptr, SPLIT: tl.constexpr, BLOCK: tl.constexpr):
-    """Program (chunk, row) -> stats[row, :, chunk] = (count, mean, M2) of that chunk of the row."""
+    """Program (chunk, row) -> stats[row, :, chunk] = (count, mean - shift, M2) of that chunk of the row.
+
+    shift = the row's first value: sums of (x - shift) keep fp32 precision when |mean| >> std, and the
+    consumers normalise as ((x - shift) - (mean - shift)) * rstd so that the large shift cancels exactly.
+    """
     chunk_id = tl.program_id(0)
     row = tl.program_id(1).to(tl.int64)
     # chunks are whole BLOCKs so every load starts aligned; trailing chunks may be empty (count 0)
@@ -34,8 +38,7 @@ def _group_stats_kernel(x_ptr, group_numel, stats_ptr, SPLIT: tl.constexpr, BLOC
     start = chunk_id * chunk
     end = tl.minimum(start + chunk, group_numel)
     base = x_ptr + row * group_numel
-    # sums of (x - shift) with shift = the chunk's first value keep fp32 precision when |mean| >> std
-    shift = tl.load(base + start, mask=start < end, other=0.0).to(tl.float32)
+    shift = tl.load(base).to(tl.float32)
     acc = tl.zeros([BLOCK], tl.float32)
     acc_sq = tl.zeros([BLOCK], tl.float32)
     for off in range(start, end, BLOCK):
@@ -49,13 +52,14 @@ def _group_stats_kernel(x_ptr, group_numel, stats_ptr, SPLIT: tl.constexpr, BLOC
     safe = tl.maximum(count, 1.0)
     out = stats_ptr + row * (3 * SPLIT) + chunk_id
     tl.store(out, count)
-    tl.store(out + SPLIT, shift + total / safe)
+    tl.store(out + SPLIT, total / safe)
     tl.store(out + 2 * SPLIT, tl.maximum(tl.sum(acc_sq, 0) - total * total / safe, 0.0))
 
 
 @triton.jit
-def _row_moments(stats_ptr, rows, row_mask, group_numel, EPS: tl.constexpr, SPLIT: tl.constexpr):
-    """mean and rstd for a vector of rows, combining their SPLIT partial moments."""
+def _row_moments(x_ptr, stats_ptr, rows, row_mask, group_numel, EPS: tl.constexpr, SPLIT: tl.constexpr):
+    """(shift, mean - shift, rstd) for a vector of rows: their SPLIT partial moments combined."""
+    shift = tl.load(x_ptr + rows.to(tl.int64) * group_numel, mask=row_mask, other=0.0).to(tl.float32)
     part = stats_ptr + rows[:, None] * (3 * SPLIT) + tl.arange(0, SPLIT)[None, :]
     mask = row_mask[:, None]
     count = tl.load(part, mask=mask, other=0.0)
@@ -65,14 +69,15 @@ def _row_moments(stats_ptr, rows, row_mask, group_numel, EPS: tl.constexpr, SPLI
     mean = tl.sum(count * mean_i, 1) / n
     dev = mean_i - mean[:, None]
     var = tl.sum(m2_i + count * dev * dev, 1) / n
-    return mean, 1.0 / tl.sqrt(var + EPS)
+    return shift, mean, 1.0 / tl.sqrt(var + EPS)
 
 
 @triton.jit
-def _normalize(x, mean, rstd, w_ptr, b_ptr, channel, mask, SILU: tl.constexpr):
+def _normalize(x, shift, mean_d, rstd, w_ptr, b_ptr, channel, mask, SILU: tl.constexpr):
+    """Affine GroupNorm of fp32 x given shift and mean - shift (see `_group_stats_kernel`), SiLU if SILU."""
     w = tl.load(w_ptr + channel, mask=mask, other=0.0).to(tl.float32)
     b = tl.load(b_ptr + channel, mask=mask, other=0.0).to(tl.float32)
-    y = (x - mean) * (rstd * w) + b
+    y = ((x - shift) - mean_d) * (rstd * w) + b
     if SILU:
         y = y * tl.sigmoid(y)
     return y
@@ -86,11 +91,11 @@ def _group_norm_apply_kernel(x_ptr, stats_ptr, w_ptr, b_ptr, group_numel, hw, gr
     idx = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = idx < group_numel
     rows = row + tl.zeros([1], tl.int32)  # a 1-row vector: `_row_moments` works on vectors
-    mean, rstd = _row_moments(stats_ptr, rows, rows >= 0, group_numel, EPS, SPLIT)
+    shift, mean_d, rstd = _row_moments(x_ptr, stats_ptr, rows, rows >= 0, group_numel, EPS, SPLIT)
     channel = (row % groups) * (group_numel // hw) + idx // hw
     offs = row.to(tl.int64) * group_numel + idx
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    y = _normalize(x, mean, rstd, w_ptr, b_ptr, channel, mask, SILU)
+    y = _normalize(x, shift, mean_d, rstd, w_ptr, b_ptr, channel, mask, SILU)
     tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
@@ -112,14 +117,13 @@ def _group_norm_fused_kernel(x_ptr, w_ptr, b_ptr, group_numel, hw, groups, y_ptr
     n = group_numel.to(tl.float32)
     mean_d = tl.sum(acc, 0) / n
     var = tl.maximum(tl.sum(acc_sq, 0) / n - mean_d * mean_d, 0.0)
-    mean = shift + mean_d
     rstd = 1.0 / tl.sqrt(var + EPS)
     first_channel = (row % groups) * (group_numel // hw)
     for off in range(0, group_numel, BLOCK):
         idx = off + tl.arange(0, BLOCK)
         mask = idx < group_numel
         x = tl.load(x_ptr + base + idx, mask=mask, other=0.0).to(tl.float32)
-        y = _normalize(x, mean, rstd, w_ptr, b_ptr, first_channel + idx // hw, mask, SILU)
+        y = _normalize(x, shift, mean_d, rstd, w_ptr, b_ptr, first_channel + idx // hw, mask, SILU)
         tl.store(y_ptr + base + idx, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
@@ -130,7 +134,8 @@ def stats_split(rows: int, group_numel: int) -> int:
 
 
 def group_stats(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """Partial moments (B * groups, 3, SPLIT) fp32 of a contiguous x; SPLIT = stats.shape[-1]."""
+    """Partial moments of a contiguous x: (B * groups, 3, SPLIT) fp32, per chunk of each (batch, group) row
+    (count, mean - the row's first value, M2); SPLIT = stats.shape[-1]."""
     batch, channels = x.shape[:2]
     group_numel = channels // groups * (x.numel() // max(batch * channels, 1))
     rows = batch * groups

@@ -36,10 +36,11 @@ def _norm_relu_rearrange_kernel(x_ptr, stats_ptr, w_ptr, b_ptr, p_ptr, channels,
     s_mask = s < hw
     channels_per_group = channels // groups
 
-    # mean/rstd of this batch's groups, once per program; per channel they are picked by a one-hot sum below
+    # statistics of this batch's groups, once per program; per channel they are picked by a one-hot sum below
     # (registers cannot be indexed), which is far cheaper than re-reading the partial moments per channel block
     g = tl.arange(0, GROUPS_BLOCK)
-    mean_g, rstd_g = _row_moments(stats_ptr, batch * groups + g, g < groups, channels_per_group * hw, EPS, SPLIT)
+    shift_g, mean_g, rstd_g = _row_moments(x_ptr, stats_ptr, batch * groups + g, g < groups,
+                                           channels_per_group * hw, EPS, SPLIT)
 
     x_base = x_ptr + batch.to(tl.int64) * channels * hw
     p_base = p_ptr + batch.to(tl.int64) * n_prompts * channels
@@ -48,15 +49,16 @@ def _norm_relu_rearrange_kernel(x_ptr, stats_ptr, w_ptr, b_ptr, p_ptr, channels,
         c = c0 + tl.arange(0, BLOCK_C)
         c_mask = c < channels
         one_hot = (c // channels_per_group)[:, None] == g[None, :]
-        mean = tl.sum(tl.where(one_hot, mean_g[None, :], 0.0), 1)
+        shift_c = tl.sum(tl.where(one_hot, shift_g[None, :], 0.0), 1)
+        mean = tl.sum(tl.where(one_hot, mean_g[None, :], 0.0), 1)  # relative to shift_c
         rstd = tl.sum(tl.where(one_hot, rstd_g[None, :], 0.0), 1)
         w = tl.load(w_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
         b = tl.load(b_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
         scale = rstd * w
-        shift = b - mean * scale
+        offset = b - mean * scale
         x = tl.load(x_base + c[:, None] * hw + s[None, :], mask=c_mask[:, None] & s_mask[None, :], other=0.0)
-        y = tl.maximum(x.to(tl.float32) * scale[:, None] + shift[:, None], 0.0)
-        y = tl.where(c_mask[:, None], y, 0.0)  # padded channels would otherwise add relu(shift) terms
+        y = tl.maximum((x.to(tl.float32) - shift_c[:, None]) * scale[:, None] + offset[:, None], 0.0)
+        y = tl.where(c_mask[:, None], y, 0.0)  # padded channels would otherwise add relu(offset) terms
         p = tl.load(p_base + n[:, None] * channels + c[None, :], mask=n_mask[:, None] & c_mask[None, :], other=0.0)
         if DOT_IN_FP32:  # exact fp32 products ("ieee": no TF32), as the eager einsum
             acc = tl.dot(p.to(tl.float32), y, acc, input_precision="ieee")

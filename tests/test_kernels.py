@@ -1,0 +1,276 @@
+"""The Triton kernels (mp_deploy.kernels) against the plain-PyTorch references (mp_deploy.ops), and the torch ops.
+
+With CUDA the launchers run on the GPU. Without it they run under Triton's interpreter on CPU tensors
+(TRITON_INTERPRET=1, set below before triton is imported; CI sets it too): slow, so shapes are small, but
+they still cover the edges: channels not a multiple of the channel block, odd H x W, several HW tiles,
+batch 1 and 3, 1 / 17 / 50 / 150 prompts, empty trailing statistics chunks.
+"""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # before anything imports triton
+
+from mp_deploy import ops  # noqa: E402
+from mp_deploy.kernels import HAS_TRITON  # noqa: E402 (registers torch.ops.mp_deploy.*)
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+# assert_close (atol, rtol) of kernel vs reference; the reference runs in fp32 on the same (rounded) inputs.
+# fp32: summation order only. fp16 / bf16: the output's rounding (half an ulp: 2^-11 / 2^-8 relative), the
+# reference's own double rounding (group_norm_act rounds before SiLU) and, on GPU, the normalised activations
+# rounded to 16 bits for the tensor-core dot; about 2 ulps of relative slack.
+TOLERANCES = {
+    torch.float32: (1e-5, 1e-5),
+    torch.float16: (2e-3, 2e-3),
+    torch.bfloat16: (1e-2, 1.6e-2),
+}
+
+
+def _kernels_runnable() -> bool:
+    if not HAS_TRITON:
+        return False
+    from triton.runtime import JITFunction
+
+    from mp_deploy.kernels import group_norm
+
+    # compiled kernels need CUDA; on CPU they must have been created under the interpreter
+    return DEVICE == "cuda" or not isinstance(group_norm._group_stats_kernel, JITFunction)
+
+
+needs_kernels = pytest.mark.skipif(
+    not _kernels_runnable(),
+    reason="needs triton, and CUDA or TRITON_INTERPRET=1 set before mp_deploy.kernels was first imported")
+
+
+def _randn(*shape, dtype=torch.float32, scale=1.0, shift=0.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(*shape, generator=g) * scale + shift).to(dtype=dtype, device=DEVICE)
+
+
+def _affine(channels, dtype, seed=1):
+    return (_randn(channels, dtype=dtype, scale=0.5, shift=1.0, seed=seed),
+            _randn(channels, dtype=dtype, scale=0.5, seed=seed + 1))
+
+
+def _assert_matches(actual, expected, dtype):
+    atol, rtol = TOLERANCES[dtype]
+    assert actual.dtype == dtype and actual.shape == expected.shape
+    torch.testing.assert_close(actual.float(), expected.float(), atol=atol, rtol=rtol)
+
+
+# (shape, groups, silu): C=48/80 are not multiples of the 2048-element blocks' channel spans; 33x33 with 8
+# groups gives 4356-element rows: several blocks per row and, in the split path, an empty last chunk
+GROUP_NORM_CASES = [
+    ((1, 48, 7, 9), 16, True),
+    ((3, 80, 13, 5), 16, False),
+    ((1, 64, 4, 4), 32, True),
+    ((1, 32, 33, 33), 8, True),
+    ((2, 32, 50), 16, False),  # (B, C, L): any trailing dims
+]
+
+
+def _case_id(case) -> str:
+    shape, *rest = case
+    return "x".join(map(str, shape)) + "".join(f"-{r}" for r in rest)
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "split"])
+@pytest.mark.parametrize("shape,groups,silu", GROUP_NORM_CASES, ids=[_case_id(c) for c in GROUP_NORM_CASES])
+def test_group_norm_act_matches_reference(shape, groups, silu, fused, dtype):
+    from mp_deploy.kernels.group_norm import group_norm_act
+
+    x = _randn(*shape, dtype=dtype, scale=2.0, shift=0.5)
+    weight, bias = _affine(shape[1], dtype)
+    out = group_norm_act(x, weight, bias, groups, 1e-5, silu, fused=fused)
+    with ops.use_kernels(False):
+        ref = ops.group_norm_act(x.float(), weight.float(), bias.float(), groups, 1e-5, silu)
+    _assert_matches(out, ref, dtype)
+
+
+@needs_kernels
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "split"])
+def test_group_norm_statistics_survive_large_mean(fused):
+    """|mean| >> std: naive E[x^2] - E[x]^2 in fp32 would lose most digits of the variance."""
+    from mp_deploy.kernels.group_norm import group_norm_act
+
+    x = _randn(2, 32, 17, 17, scale=0.01, shift=300.0)
+    weight, bias = _affine(32, torch.float32)
+    out = group_norm_act(x, weight, bias, 8, 1e-6, False, fused=fused)
+    ref = torch.nn.functional.group_norm(x.double(), 8, weight.double(), bias.double(), 1e-6)
+    torch.testing.assert_close(out.double(), ref, atol=2e-3, rtol=2e-3)
+
+
+# (x shape, prompts): C=48/80 are not multiples of BLOCK_C=32; 12x12=144 positions span two 128-wide tiles;
+# 150 prompts need three 64-prompt tiles, 17 a 32-prompt tile, 1 a (masked) 16-prompt tile
+NORM_RELU_REARRANGE_CASES = [
+    ((1, 48, 7, 9), 1),
+    ((3, 80, 13, 5), 50),
+    ((2, 32, 4, 4), 150),
+    ((1, 48, 12, 12), 17),
+]
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape,n_prompts", NORM_RELU_REARRANGE_CASES,
+                         ids=[_case_id(c) for c in NORM_RELU_REARRANGE_CASES])
+def test_norm_relu_rearrange_matches_reference(shape, n_prompts, dtype):
+    from mp_deploy.kernels.norm_relu_rearrange import norm_relu_rearrange
+
+    batch, channels = shape[:2]
+    x = _randn(*shape, dtype=dtype, scale=2.0, shift=0.5)
+    weight, bias = _affine(channels, dtype)
+    prompts = _randn(batch, n_prompts, channels, dtype=dtype, scale=channels ** -0.5, seed=3)
+    out = norm_relu_rearrange(x, weight, bias, 16, 1e-5, prompts)
+    with ops.use_kernels(False):
+        ref = ops.norm_relu_rearrange(x.float(), weight.float(), bias.float(), 16, 1e-5, prompts.float())
+    _assert_matches(out, ref, dtype)
+
+
+def _inputs(dtype=torch.float32, device=DEVICE):
+    x = _randn(2, 32, 5, 7, dtype=dtype).to(device)
+    weight, bias = (t.to(device) for t in _affine(32, dtype))
+    prompts = _randn(2, 10, 32, dtype=dtype, seed=3).to(device)
+    return x, weight, bias, prompts
+
+
+# on CPU the op is the reference itself, whose fp16 math is not what the kernel tolerances describe
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16] if DEVICE == "cuda" else [torch.float32], ids=str)
+def test_ops_on_device_match_reference(dtype):
+    """The registered ops: Triton through triton_op on CUDA, the reference on CPU."""
+    x, weight, bias, prompts = _inputs(dtype)
+    with ops.use_kernels(False):
+        ref_nrr = ops.norm_relu_rearrange(x.float(), weight.float(), bias.float(), 16, 1e-5, prompts.float())
+        ref_gn = ops.group_norm_act(x.float(), weight.float(), bias.float(), 8, 1e-5, True)
+    _assert_matches(torch.ops.mp_deploy.norm_relu_rearrange(x, weight, bias, 16, 1e-5, prompts), ref_nrr, dtype)
+    _assert_matches(torch.ops.mp_deploy.group_norm_act(x, weight, bias, 8, 1e-5, True), ref_gn, dtype)
+
+
+def test_cpu_registration_is_the_reference():
+    x, weight, bias, prompts = _inputs(device="cpu")
+    with ops.use_kernels(False):
+        assert torch.equal(torch.ops.mp_deploy.norm_relu_rearrange(x, weight, bias, 16, 1e-5, prompts),
+                           ops.norm_relu_rearrange(x, weight, bias, 16, 1e-5, prompts))
+        assert torch.equal(torch.ops.mp_deploy.group_norm_act(x.half(), weight, bias, 8, 1e-6, False),
+                           ops.group_norm_act(x.half(), weight, bias, 8, 1e-6, False))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_fake_and_meta_shapes(dtype):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    x, weight, bias, prompts = _inputs(dtype, device="cpu")
+    mode = FakeTensorMode()
+    fx, fw, fb, fp = (mode.from_tensor(t) for t in (x, weight, bias, prompts))
+    with mode:
+        nrr = torch.ops.mp_deploy.norm_relu_rearrange(fx, fw, fb, 16, 1e-5, fp)
+        gn = torch.ops.mp_deploy.group_norm_act(fx, fw, fb, 8, 1e-5, True)
+    assert (tuple(nrr.shape), nrr.dtype) == ((2, 10, 5, 7), dtype)
+    assert (tuple(gn.shape), gn.dtype) == ((2, 32, 5, 7), dtype)
+    meta = [t.to("meta") for t in (x, weight, bias, prompts)]
+    out = torch.ops.mp_deploy.norm_relu_rearrange(meta[0], meta[1], meta[2], 16, 1e-5, meta[3])
+    assert (out.device.type, tuple(out.shape), out.dtype) == ("meta", (2, 10, 5, 7), dtype)
+
+
+class _Neck(torch.nn.Module):
+    """The depth neck's tail: conv -> fused GroupNorm+ReLU+rearrangement, and a GroupNorm+SiLU."""
+
+    def __init__(self, channels=32, groups=16):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(channels, channels, 3, padding=1)
+        self.norm = torch.nn.GroupNorm(groups, channels)
+
+    def forward(self, x, prompts):
+        h = torch.ops.mp_deploy.group_norm_act(x, self.norm.weight, self.norm.bias, 8, 1e-5, True)
+        return torch.ops.mp_deploy.norm_relu_rearrange(self.conv(h), self.norm.weight, self.norm.bias,
+                                                       self.norm.num_groups, self.norm.eps, prompts)
+
+
+def test_export_keeps_the_ops_on_cpu():
+    model = _Neck().eval()
+    x, _, _, prompts = _inputs(device="cpu")
+    program = torch.export.export(model, (x, prompts))
+    targets = {node.target for node in program.graph.nodes if node.op == "call_function"}
+    assert torch.ops.mp_deploy.norm_relu_rearrange.default in targets
+    assert torch.ops.mp_deploy.group_norm_act.default in targets
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(x, prompts), model(x, prompts))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="AOTInductor compiles the Triton kernels for CUDA only")
+def test_aoti_package_contains_the_triton_kernels(tmp_path):
+    import zipfile
+
+    model = _Neck().cuda().half().eval()
+    x, _, _, prompts = _inputs(torch.float16, device="cuda")
+    program = torch.export.export(model, (x, prompts))
+    path = torch._inductor.aoti_compile_and_package(program, package_path=str(tmp_path / "neck.pt2"))
+    with zipfile.ZipFile(path) as package:
+        blob = b"".join(package.read(name) for name in package.namelist())
+    assert b"_norm_relu_rearrange_kernel" in blob and b"_group_stats_kernel" in blob
+    with torch.no_grad():
+        torch.testing.assert_close(torch._inductor.aoti_load_package(path)(x, prompts), model(x, prompts),
+                                   atol=2e-2, rtol=2e-2)
+
+
+def _run_python(code: str, **env) -> str:
+    environ = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    environ.update(env)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environ, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_ops_register_without_triton():
+    out = _run_python(
+        "import sys; sys.modules['triton'] = None\n"
+        "import torch\n"
+        "import mp_deploy.kernels as k\n"
+        "from mp_deploy import ops\n"
+        "x, w, b, p = torch.randn(1, 32, 3, 5), torch.randn(32), torch.randn(32), torch.randn(1, 4, 32)\n"
+        "assert not k.HAS_TRITON\n"
+        "assert torch.equal(torch.ops.mp_deploy.norm_relu_rearrange(x, w, b, 16, 1e-5, p),\n"
+        "                   ops.norm_relu_rearrange(x, w, b, 16, 1e-5, p))\n"
+        "assert torch.ops.mp_deploy.group_norm_act(x.to('meta'), w, b, 8, 1e-5, True).shape == x.shape\n"
+        "print('ok')\n")
+    assert out.strip() == "ok"
+
+
+def _has_nvidia_backend() -> bool:
+    if not HAS_TRITON:
+        return False
+    from triton.backends import backends
+
+    return "nvidia" in backends
+
+
+@pytest.mark.skipif(not _has_nvidia_backend(), reason="needs triton with its NVIDIA backend")
+def test_kernels_compile_to_ptx_for_hopper():
+    """Every kernel through Triton's real compiler (sm_90, no GPU needed), via the TensorRT plugins' specs.
+
+    The interpreter tests do not run the compiler: this catches what only it rejects (tl.dot shapes, types).
+    """
+    out = _run_python(
+        "from mp_deploy.kernels import group_norm as gn, tensorrt_plugins as tp\n"
+        "specs = [tp.group_stats_spec('fp16'),\n"
+        "         tp.group_norm_act_spec('bf16', 'fp32', 'fp32', 1e-6, True),\n"
+        "         tp.norm_relu_rearrange_spec('fp16', 'fp16', 'fp16', 'fp16', 16, 1e-5, 64),\n"
+        "         tp.norm_relu_rearrange_spec('bf16', 'bf16', 'bf16', 'bf16', 16, 1e-5, 16),\n"
+        "         tp.norm_relu_rearrange_spec('fp32', 'fp32', 'fp32', 'fp32', 32, 1e-5, 16),\n"
+        "         (gn._group_norm_apply_kernel,\n"
+        "          (('x_ptr', '*fp16'), ('stats_ptr', '*fp32'), ('w_ptr', '*fp16'), ('b_ptr', '*fp16'),\n"
+        "           ('group_numel', 'i32'), ('hw', 'i32'), ('groups', 'i32'), ('y_ptr', '*fp16')),\n"
+        "          (('EPS', 1e-5), ('SILU', True), ('SPLIT', 16), ('BLOCK', gn.APPLY_BLOCK)), gn.NUM_WARPS, 1)]\n"
+        "for spec in specs:\n"
+        "    kernel = tp.compile_kernel(*spec, arch=90)\n"
+        "    assert '.entry ' + kernel.metadata.name in kernel.asm['ptx']\n"
+        "print('ok')\n")
+    assert out.strip().endswith("ok")
