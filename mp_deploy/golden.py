@@ -62,7 +62,9 @@ def check(checkpoint: str, golden: str, tolerance: float = TOLERANCE, device: st
     t0 = time.perf_counter()
     model, run = model_for(meta, checkpoint)
     model = model.to(device)
-    print(f"loaded {checkpoint} ({model.task}, preset {model.preset.name}, R={model.preset.refine_steps}) "
+    settings = (f"max_depth {model.preset.max_depth}, resize_scale {model.preset.resize_scale}, "
+                if model.task == "depth" else "")
+    print(f"loaded {checkpoint} ({model.task}, {settings}R={model.preset.refine_steps}) "
           f"in {time.perf_counter() - t0:.1f} s")
     ok = True
     worst = 0.0
