@@ -178,9 +178,9 @@ def vae_key_to_ldm(key: str) -> str:
     return k
 
 
-def unet_from_ldm(ldm: dict) -> dict:
+def unet_from_ldm(ldm: dict, layers_per_block: int = 2) -> dict:
     """ldm UNet keys (no prefix) -> diffusers keys, with diffusers' converter; every tensor must be consumed."""
-    out = convert_ldm_unet_checkpoint({_LDM_UNET + k: v for k, v in ldm.items()}, {"layers_per_block": 2})
+    out = convert_ldm_unet_checkpoint({_LDM_UNET + k: v for k, v in ldm.items()}, {"layers_per_block": layers_per_block})
     if len(out) != len(ldm):
         used = {id(v) for v in out.values()}
         lost = [k for k, v in ldm.items() if id(v) not in used]
@@ -199,7 +199,7 @@ def vae_from_ldm(ldm: dict) -> dict:
 
 def unet_to_ldm(state: dict, layers_per_block: int, has_attn_up: list[bool]) -> dict:
     ldm = {unet_key_to_ldm(k, layers_per_block, has_attn_up): v for k, v in state.items()}
-    back = unet_from_ldm(ldm)  # the inverse must agree with diffusers' own converter
+    back = unet_from_ldm(ldm, layers_per_block)  # the inverse must agree with diffusers' own converter
     if set(back) != set(state) or any(back[k] is not state[k] for k in state):
         raise AssertionError("UNet diffusers->ldm rename disagrees with diffusers' converter")
     return ldm
@@ -236,7 +236,7 @@ def official_refine_steps(state: dict, task: str) -> int:
     return len(steps)
 
 
-def official_to_ours(state: dict, task: str) -> tuple[dict, dict]:
+def official_to_ours(state: dict, task: str, layers_per_block: int = 2) -> tuple[dict, dict]:
     """-> (our state dict, unused official tensors kept for the way back). Aliases of the UNet output head
     (`cross_unet_conv*`) must equal it."""
     p = _PREFIX[task]
@@ -282,7 +282,7 @@ def official_to_ours(state: dict, task: str) -> tuple[dict, dict]:
         ours["backbone.step_embeddings"] = torch.cat([steps[i].reshape(1, -1) for i in sorted(steps)])
     if prompts:
         ours["backbone.prompts.embeddings"] = torch.stack([prompts[i] for i in sorted(prompts)])
-    ours.update({f"backbone.unet.{k}": v for k, v in unet_from_ldm(unet).items()} if unet else {})
+    ours.update({f"backbone.unet.{k}": v for k, v in unet_from_ldm(unet, layers_per_block).items()} if unet else {})
     ours.update({f"backbone.vae.{k}": v for k, v in vae_from_ldm(vae).items()} if vae else {})
     return ours, extras
 
@@ -360,7 +360,8 @@ def load_official(source, preset: str | Preset | None = None, size: str = "sd15"
     state, _ = read_state_dict(source) if not isinstance(source, dict) else (source, {})
     task = detect_task(state)
     p = _official_preset(state, task, preset, **preset_overrides)
-    ours, extras = official_to_ours(state, task)
+    size = get_size(size)
+    ours, extras = official_to_ours(state, task, size.unet["layers_per_block"])
     model = build_model(preset=p, size=size, init=False)
     allow = ("decode_head.", "auxiliary_head.") if allow_missing_heads else ()
     load_into(model, ours, allow_missing=allow, source=f"official {task} checkpoint")
@@ -409,7 +410,7 @@ def load_model(path, **kw) -> MetaPromptsModel:
 
 # ---------------------------------------------------------------- Stable Diffusion 1.5 weights
 
-def read_sd_weights(path) -> tuple[dict, dict]:
+def read_sd_weights(path, layers_per_block: int = 2) -> tuple[dict, dict]:
     """SD-1.5 from an original single file (.ckpt / .safetensors, ldm keys) or a diffusers folder
     (unet/, vae/) -> (diffusers UNet state without time_embedding, VAE encoder + quant convs state)."""
     path = Path(path)
@@ -428,7 +429,7 @@ def read_sd_weights(path) -> tuple[dict, dict]:
             raise CheckpointError(f"{path} is not a Stable Diffusion single-file checkpoint: no "
                                   f"`{_LDM_UNET}*` or `first_stage_model.*` keys")
         ldm_vae = {k: v for k, v in ldm_vae.items() if k.startswith(("encoder.", "quant_conv.", "post_quant_conv."))}
-        unet, vae = unet_from_ldm(ldm_unet), vae_from_ldm(ldm_vae)
+        unet, vae = unet_from_ldm(ldm_unet, layers_per_block), vae_from_ldm(ldm_vae)
     unet = {k: v for k, v in unet.items() if not k.startswith("time_embedding.")}
     vae = {k: v for k, v in vae.items() if k.startswith(("encoder.", "quant_conv.", "post_quant_conv."))}
     return unet, vae
@@ -436,7 +437,7 @@ def read_sd_weights(path) -> tuple[dict, dict]:
 
 def load_sd_weights(model: MetaPromptsModel, path) -> MetaPromptsModel:
     """Put SD-1.5 UNet + VAE encoder weights into a freshly built model (training start)."""
-    unet, vae = read_sd_weights(path)
+    unet, vae = read_sd_weights(path, model.size.unet["layers_per_block"])
     for name, part, sub in (("UNet", unet, model.backbone.unet), ("VAE", vae, model.backbone.vae)):
         check_keys({k: v.shape for k, v in sub.state_dict().items()}, part, source=f"Stable Diffusion {name} in {path}")
         sub.load_state_dict(part, strict=True)

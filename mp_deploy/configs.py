@@ -70,8 +70,9 @@ SIZES = {
     "sd15": SizeConfig("sd15", SD15_UNET, SD15_VAE),
     "tiny": SizeConfig(
         "tiny",
+        # one ResBlock per level keeps the unrolled graph (and CPU export times) small
         unet=dict(SD15_UNET, block_out_channels=(32, 64, 64, 64), cross_attention_dim=32, norm_num_groups=8,
-                  attention_head_dim=4),
+                  attention_head_dim=4, layers_per_block=1),
         vae=dict(SD15_VAE, block_out_channels=(16, 32, 32, 32), norm_num_groups=8, layers_per_block=1),
         neck_deconv_channels=16,
         depth_decoder_channels=16,

@@ -12,36 +12,42 @@ import os
 import torch
 import torch.nn.functional as F
 
-_USE_KERNELS = os.environ.get("MP_DEPLOY_KERNELS", "0") == "1"
+KERNEL_OPS = ("norm_relu_rearrange", "group_norm_act")
+_enabled: frozenset = frozenset(KERNEL_OPS) if os.environ.get("MP_DEPLOY_KERNELS", "0") == "1" else frozenset()
+_any_device = False
 
 
 def kernels_enabled() -> bool:
-    return _USE_KERNELS
+    return bool(_enabled)
 
 
-def set_kernels(enabled: bool) -> None:
-    global _USE_KERNELS
-    _USE_KERNELS = bool(enabled)
+def set_kernels(enabled: bool, only=KERNEL_OPS, any_device: bool = False) -> None:
+    """Route the ops named in `only` through the registered torch ops (Triton on CUDA). `any_device` also
+    routes CPU tensors there (the op's CPU kernel is the reference): exports then keep the op as one node,
+    e.g. to become a TensorRT plugin node in ONNX."""
+    global _enabled, _any_device
+    _enabled = frozenset(only) if enabled else frozenset()
+    _any_device = any_device
 
 
 @contextlib.contextmanager
-def use_kernels(enabled: bool = True):
-    """Temporarily route `prompt_rearrange`, `norm_relu_rearrange` and `group_norm_act` through Triton."""
-    old = _USE_KERNELS
-    set_kernels(enabled)
+def use_kernels(enabled: bool = True, only=KERNEL_OPS, any_device: bool = False):
+    """Temporarily route `norm_relu_rearrange` / `group_norm_act` through the kernels (A/B switch)."""
+    old = (_enabled, _any_device)
+    set_kernels(enabled, only, any_device)
     try:
         yield
     finally:
-        set_kernels(old)
+        set_kernels(bool(old[0]), old[0], old[1])
 
 
-def _kernel_ops():
-    """The registered torch ops, or None when kernels are off or the input is not on CUDA."""
-    if not _USE_KERNELS:
+def _kernel_op(name: str, x: torch.Tensor):
+    """The registered torch op for `name`, or None when it is off for this input."""
+    if name not in _enabled or not (x.is_cuda or _any_device):
         return None
     from mp_deploy import kernels  # noqa: F401  (registers torch.ops.mp_deploy.*)
 
-    return torch.ops.mp_deploy
+    return getattr(torch.ops.mp_deploy, name)
 
 
 def prompt_rearrange(features: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
@@ -55,9 +61,9 @@ def prompt_rearrange(features: torch.Tensor, prompts: torch.Tensor) -> torch.Ten
 def norm_relu_rearrange(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int, eps: float,
                         prompts: torch.Tensor) -> torch.Tensor:
     """GroupNorm(groups) + affine + ReLU of the conv output x (B, C, H, W), then `prompt_rearrange`."""
-    ops = _kernel_ops()
-    if ops is not None and x.is_cuda:
-        return ops.norm_relu_rearrange(x, weight, bias, groups, eps, prompts)
+    op = _kernel_op("norm_relu_rearrange", x)
+    if op is not None:
+        return op(x, weight, bias, groups, eps, prompts)
     y = F.relu(F.group_norm(x, groups, weight, bias, eps))
     return prompt_rearrange(y, prompts)
 
@@ -65,8 +71,8 @@ def norm_relu_rearrange(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
 def group_norm_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int, eps: float,
                    silu: bool) -> torch.Tensor:
     """GroupNorm with fp32 statistics (also for fp16/bf16 x), optionally followed by SiLU."""
-    ops = _kernel_ops()
-    if ops is not None and x.is_cuda:
-        return ops.group_norm_act(x, weight, bias, groups, eps, silu)
+    op = _kernel_op("group_norm_act", x)
+    if op is not None:
+        return op(x, weight, bias, groups, eps, silu)
     y = F.group_norm(x.float(), groups, weight.float(), bias.float(), eps).to(x.dtype)
     return F.silu(y) if silu else y

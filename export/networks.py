@@ -1,0 +1,114 @@
+"""What gets exported: one task network with its inputs, outputs, shape range and precision.
+
+The R refinement steps are a Python loop in the eager model; torch.export traces it into one static graph
+(the loop unrolled, the shared UNet weights stored once, no Python control flow left).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.export import Dim
+
+from mp_deploy.artifacts import OUTPUT_NAMES, describe_io
+from mp_deploy.configs import preset_to_dict
+
+MULTIPLE = 64  # every task network takes sides that are multiples of 64 (the UNet's total stride x 8)
+
+
+@dataclass(frozen=True)
+class ShapeRange:
+    batch: tuple[int, int, int]
+    height: tuple[int, int, int]
+    width: tuple[int, int, int]
+    multiple_of: int = MULTIPLE
+
+    def __post_init__(self):
+        for name in ("batch", "height", "width"):
+            lo, opt, hi = getattr(self, name)
+            if not 1 <= lo <= opt <= hi:
+                raise ValueError(f"{name} range must satisfy 1 <= min <= opt <= max, got {lo},{opt},{hi}")
+        for name in ("height", "width"):
+            if any(v % self.multiple_of for v in getattr(self, name)):
+                raise ValueError(f"{name} values must be multiples of {self.multiple_of}, got {getattr(self, name)}")
+
+    def shape(self, which: str = "opt") -> tuple[int, int, int, int]:
+        i = {"min": 0, "opt": 1, "max": 2}[which]
+        return (self.batch[i], 3, self.height[i], self.width[i])
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def static(self) -> bool:
+        return all(lo == hi for lo, _, hi in (self.batch, self.height, self.width))
+
+
+class FP32GroupNorm(nn.GroupNorm):
+    """GroupNorm whose statistics and affine run in fp32 for fp16 activations (fp16 overflow risk)."""
+
+    def forward(self, x):
+        return F.group_norm(x.float(), self.num_groups, self.weight, self.bias, self.eps).to(x.dtype)
+
+
+class FP32LayerNorm(nn.LayerNorm):
+    def forward(self, x):
+        return F.layer_norm(x.float(), self.normalized_shape, self.weight, self.bias, self.eps).to(x.dtype)
+
+
+def to_precision(model: nn.Module, precision: str) -> nn.Module:
+    """A copy of the model in fp32, or in fp16 with every normalisation kept in fp32."""
+    model = copy.deepcopy(model).eval()
+    if precision == "fp32":
+        return model.float()
+    if precision != "fp16":
+        raise ValueError(f"precision must be fp16 or fp32, got {precision!r}")
+    model.half()
+    for m in model.modules():
+        if type(m) is nn.GroupNorm:
+            m.__class__ = FP32GroupNorm
+            m.float()
+        elif type(m) is nn.LayerNorm:
+            m.__class__ = FP32LayerNorm
+            m.float()
+    return model
+
+
+class TaskNetwork:
+    """The exportable form of one task model: images (B, 3, H, W) in [0, 1] -> one output tensor."""
+
+    def __init__(self, model: nn.Module, precision: str, shapes: ShapeRange, device: str = "cpu"):
+        self.task = model.task
+        self.preset = preset_to_dict(model.preset)
+        self.size = model.size.name
+        self.precision = precision
+        self.shapes = shapes
+        self.device = device
+        self.dtype = torch.float16 if precision == "fp16" else torch.float32
+        self.model = to_precision(model, precision).to(device)
+        self.input_names = ["images"]
+        self.output_names = [OUTPUT_NAMES[self.task]]
+        self.io = describe_io(self.task, self.preset, precision)
+
+    def sample(self, which: str = "opt", seed: int = 0) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        return torch.rand(self.shapes.shape(which), generator=g).to(self.device, self.dtype)
+
+    def dynamic_shapes(self):
+        s = self.shapes
+        dims = {}
+        if s.batch[0] != s.batch[2]:
+            dims[0] = Dim("batch", min=s.batch[0], max=s.batch[2])
+        for axis, name, (lo, _, hi) in ((2, "height", s.height), (3, "width", s.width)):
+            if lo != hi:
+                # sides are multiples of 64: the UNet's size arithmetic then stays exact and guard-free
+                dims[axis] = s.multiple_of * Dim(f"{name}_blocks", min=lo // s.multiple_of, max=hi // s.multiple_of)
+        return ({k: v for k, v in dims.items()},)
+
+    def export_program(self) -> torch.export.ExportedProgram:
+        """torch.export at the opt shape with the dynamic ranges: the unrolled static graph."""
+        with torch.no_grad():
+            return torch.export.export(self.model, (self.sample("opt"),), dynamic_shapes=self.dynamic_shapes())

@@ -1,0 +1,71 @@
+"""ONNX export (dynamo exporter, opset 20): dynamic batch and height/width range, cleaned and folded.
+
+Two flavours of the same graph:
+- `standard`: every op is a standard ONNX op (ONNX Runtime);
+- `tensorrt`: the fused prompt rearrangement is two TensorRT plugin nodes (`group_stats`,
+  `norm_relu_rearrange`, attribute plugin_namespace="mp_deploy"), implemented by kernels/tensorrt_plugins.py.
+fp16 graphs keep every normalisation's statistics in fp32 (explicit casts), as TensorRT's strongly typed
+mode needs; past 2 GB the weights go to an external data file beside the model.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import onnx
+import torch
+
+from mp_deploy import ops
+
+OPSET = 20
+PLUGIN_DOMAIN = "trt.plugins"
+PLUGIN_NAMESPACE = "mp_deploy"
+TWO_GB = 2 * 1024 ** 3
+
+
+def _plugin_translation():
+    """torch.ops.mp_deploy.norm_relu_rearrange -> group_stats + norm_relu_rearrange plugin nodes."""
+    import onnxscript
+
+    plugins = onnxscript.values.Opset(PLUGIN_DOMAIN, 1)
+
+    def norm_relu_rearrange(x, weight, bias, groups: int, eps: float, prompts):
+        common = dict(plugin_namespace=PLUGIN_NAMESPACE, plugin_version="1", aot=1)
+        stats = plugins.group_stats(x, groups=groups, **common)
+        return plugins.norm_relu_rearrange(x, stats, weight, bias, prompts, groups=groups, eps=eps, **common)
+
+    from mp_deploy import kernels  # noqa: F401  (registers the op)
+
+    return {torch.ops.mp_deploy.norm_relu_rearrange.default: norm_relu_rearrange}
+
+
+def export_onnx(network, path: Path, flavour: str = "standard") -> list[str]:
+    """Export `network` (export.networks.TaskNetwork) to `path` atomically. Returns the extra files written
+    beside it (external data)."""
+    if flavour not in ("standard", "tensorrt"):
+        raise ValueError(f"ONNX flavour must be standard or tensorrt, got {flavour!r}")
+    path = Path(path)
+    plugin = flavour == "tensorrt"
+    with ops.use_kernels(plugin, only=("norm_relu_rearrange",), any_device=True):
+        program = network.export_program()
+    table = _plugin_translation() if plugin else None
+    onnx_program = torch.onnx.export(program, (network.sample("opt"),), dynamo=True, opset_version=OPSET,
+                                     input_names=network.input_names, output_names=network.output_names,
+                                     custom_translation_table=table, optimize=True, verify=False)
+    big = sum(p.numel() * p.element_size() for p in network.model.parameters()) > TWO_GB * 0.9
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:
+        tmp_model = Path(tmp) / path.name
+        onnx_program.save(str(tmp_model), external_data=big)
+        extras = sorted(p.name for p in Path(tmp).iterdir() if p.name != path.name)
+        for name in extras:  # data first, the model last: a visible .onnx always has its data
+            shutil.move(str(Path(tmp) / name), str(path.parent / name))
+        shutil.move(str(tmp_model), str(path))
+    return extras
+
+
+def load_checked(path: Path) -> onnx.ModelProto:
+    """onnx.checker on the saved file (by path, so external data past 2 GB is fine)."""
+    onnx.checker.check_model(str(path), full_check=False)
+    return onnx.load(str(path), load_external_data=False)

@@ -1,0 +1,185 @@
+"""One runtime for every backend: `Engine.load(path).run(images)` -> task outputs.
+
+Pre- and post-processing are the same whatever runs the network (eager model, AOTInductor `.pt2`,
+ONNX Runtime `.onnx`, TensorRT `.engine`); they are driven by the artifact's JSON sidecar.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mp_deploy.artifacts import ArtifactError, read_sidecar
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+class EngineError(RuntimeError):
+    """Bad input for an engine, or a non-finite output."""
+
+
+class _EagerRunner:
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, x):
+        with torch.no_grad():
+            return self.model(x)
+
+
+class _AOTIRunner:
+    def __init__(self, path: Path, device: str):
+        try:
+            self.fn = torch._inductor.aoti_load_package(str(path))
+        except Exception as e:  # a corrupt zip or a package for another platform
+            raise ArtifactError(f"cannot load AOTInductor package {path}: {e}") from e
+        self.device = device
+
+    def __call__(self, x):
+        with torch.no_grad():
+            return self.fn(x.to(self.device))
+
+
+class _ONNXRunner:
+    def __init__(self, path: Path, device: str):
+        import onnxruntime as ort
+
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+        providers = [p for p in providers if p in ort.get_available_providers()]
+        try:
+            self.session = ort.InferenceSession(str(path), providers=providers)
+        except Exception as e:
+            raise ArtifactError(f"cannot load ONNX model {path}: {e}") from e
+        self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, x):
+        out = self.session.run(None, {self.input: x.detach().cpu().numpy()})[0]
+        return torch.from_numpy(out)
+
+
+class _TensorRTRunner:
+    """TensorRT 10/11 runtime: deserialize, set the input shape, enqueueV3 on the current stream."""
+
+    def __init__(self, path: Path, meta: dict):
+        import tensorrt as trt
+
+        if meta.get("plugins"):
+            from mp_deploy.kernels.tensorrt_plugins import register_plugins
+            register_plugins()
+        self.trt = trt
+        logger = trt.Logger(trt.Logger.WARNING)
+        self.runtime = trt.Runtime(logger)
+        self.engine = self.runtime.deserialize_cuda_engine(Path(path).read_bytes())
+        if self.engine is None:
+            raise ArtifactError(f"TensorRT could not deserialize {path} (corrupt, or built by another version)")
+        self.context = self.engine.create_execution_context()
+        self.input, self.output = meta["input"]["name"], meta["output"]["name"]
+
+    def __call__(self, x):
+        x = x.cuda().contiguous()
+        self.context.set_input_shape(self.input, tuple(x.shape))
+        shape = tuple(self.context.get_tensor_shape(self.output))
+        dtype = _DTYPES["float16" if self.engine.get_tensor_dtype(self.output) == self.trt.DataType.HALF else "float32"]
+        out = torch.empty(shape, dtype=dtype, device="cuda")
+        self.context.set_tensor_address(self.input, x.data_ptr())
+        self.context.set_tensor_address(self.output, out.data_ptr())
+        if not self.context.execute_async_v3(torch.cuda.current_stream().cuda_stream):
+            raise EngineError("TensorRT execution failed")
+        return out
+
+
+class Engine:
+    """A task network plus its sidecar contract. Build one with `Engine.load(path)` or `Engine.from_model`."""
+
+    def __init__(self, runner, meta: dict, device: str, name: str):
+        self.runner, self.meta, self.device, self.name = runner, meta, device, name
+        self.task = meta["task"]
+        self.dtype = _DTYPES[meta["input"]["dtype"]]
+
+    @classmethod
+    def load(cls, path, device: str | None = None) -> "Engine":
+        path = Path(path)
+        meta = read_sidecar(path)
+        device = device or meta["device"]
+        if meta["backend"] in ("aoti", "torch-tensorrt"):
+            runner = _AOTIRunner(path, meta["device"])
+        elif meta["backend"] == "onnx":
+            runner = _ONNXRunner(path, device)
+        elif meta["backend"] == "tensorrt":
+            runner = _TensorRTRunner(path, meta)
+        else:
+            raise ArtifactError(f"unknown backend {meta['backend']!r} in the sidecar of {path}")
+        return cls(runner, meta, device, path.name)
+
+    @classmethod
+    def from_model(cls, model, precision: str = "fp32", device: str = "cpu") -> "Engine":
+        """The eager model behind the same interface (benchmarks, reference outputs)."""
+        from mp_deploy.artifacts import describe_io
+        from mp_deploy.configs import preset_to_dict
+
+        preset = preset_to_dict(model.preset)
+        inp, out = describe_io(model.task, preset, precision)
+        meta = {"task": model.task, "preset": preset, "input": inp, "output": out, "backend": "eager",
+                "precision": precision, "shapes": None}
+        return cls(_EagerRunner(model), meta, device, f"eager-{precision}")
+
+    # ------------------------------------------------------------ pre / post
+
+    def preprocess(self, images) -> torch.Tensor:
+        """uint8 HWC / NHWC arrays (0..255) or float NCHW tensors in [0, 1] -> the network input."""
+        if isinstance(images, np.ndarray):
+            images = torch.from_numpy(images)
+        if not isinstance(images, torch.Tensor):
+            raise EngineError(f"expected an image array or tensor, got {type(images).__name__}")
+        if images.dtype == torch.uint8:
+            if images.dim() == 3:
+                images = images[None]
+            if images.dim() != 4 or images.shape[-1] != 3:
+                raise EngineError(f"uint8 images must be (H, W, 3) or (B, H, W, 3) RGB, got {tuple(images.shape)}")
+            images = images.permute(0, 3, 1, 2).float() * self.meta["input"]["scale"]
+        elif not images.is_floating_point():
+            raise EngineError(f"images must be uint8 (0..255) or floating point in [0, 1], got {images.dtype}")
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise EngineError(f"expected images (B, 3, H, W), got {tuple(images.shape)}")
+        self.check_shape(tuple(images.shape))
+        return images.to(device=self.device, dtype=self.dtype).contiguous()
+
+    def check_shape(self, shape) -> None:
+        limits = self.meta.get("shapes")
+        if not limits:
+            return
+        b, _, h, w = shape
+        for name, value in (("batch", b), ("height", h), ("width", w)):
+            lo, _, hi = limits[name]
+            if not lo <= value <= hi:
+                raise EngineError(f"{self.name}: {name} {value} is outside the range it was built for [{lo}, {hi}]")
+        m = limits.get("multiple_of", 1)
+        if h % m or w % m:
+            raise EngineError(f"{self.name}: height and width must be multiples of {m}, got {h}x{w}")
+
+    def postprocess(self, raw: torch.Tensor, input_hw) -> dict:
+        raw = raw.float()
+        if not torch.isfinite(raw).all():
+            raise EngineError(f"{self.name}: the {self.meta['precision']} output contains NaN or inf")
+        if self.task == "depth":
+            return {"depth": raw}
+        if self.task == "seg":
+            return {"logits": raw, "labels": raw.argmax(1)}
+        return {"heatmaps": raw, "keypoints": heatmap_keypoints(raw, input_hw)}
+
+    def run(self, images) -> dict:
+        x = self.preprocess(images)
+        return self.postprocess(self.runner(x), x.shape[-2:])
+
+    __call__ = run
+
+
+def heatmap_keypoints(heatmaps: torch.Tensor, input_hw) -> torch.Tensor:
+    """(B, K, h, w) heatmaps -> (B, K, 3): x, y in input pixels (cell centres) and the peak value."""
+    b, k, h, w = heatmaps.shape
+    score, idx = heatmaps.reshape(b, k, -1).max(-1)
+    sy, sx = input_hw[0] / h, input_hw[1] / w
+    x = (idx % w).float() * sx + sx / 2
+    y = torch.div(idx, w, rounding_mode="floor").float() * sy + sy / 2
+    return torch.stack([x, y, score], dim=-1)
