@@ -1,0 +1,102 @@
+// mp_deploy_cpp: run an exported Meta Prompts engine (AOTInductor .pt2 or TensorRT .engine) from C++.
+//
+// The artifact's JSON sidecar (<artifact>.json, written by mp_deploy/artifacts.py) is the contract:
+// it says which backend built the file, its checksum, the allowed input shapes and the pre/post-processing
+// constants. Engine::load checks all of it before anything runs.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "mp_deploy/image.h"
+
+namespace mp {
+
+// Anything that stops a run: missing or corrupt artifact, wrong machine, bad image, backend failure.
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// A dense float32 tensor on the host, row-major.
+struct Tensor {
+  std::vector<int64_t> shape;
+  std::vector<float> data;
+  int64_t numel() const;
+};
+
+// The parts of the sidecar the C++ side uses (see describe_io in mp_deploy/artifacts.py).
+struct Sidecar {
+  std::string path;  // of the sidecar itself
+  std::string task, backend, device, precision, size;
+  // shapes: [min, opt, max]; has_shapes is false for a sidecar without limits
+  bool has_shapes = false;
+  int batch[3] = {1, 1, 1}, height[3] = {0, 0, 0}, width[3] = {0, 0, 0};
+  int multiple_of = 1;
+  // input
+  std::string input_name = "images", input_dtype = "float32", layout = "NCHW", color = "RGB";
+  float scale = 1.0f / 255.0f;
+  float mean[3] = {0, 0, 0}, std[3] = {1, 1, 1};
+  // output
+  std::string output_name, output_kind, output_dtype = "float32";
+  int stride = 1, num_classes = 0, num_keypoints = 0;
+  double max_depth = 0, png16_scale = 0;
+  // integrity and provenance
+  std::string file_sha256;
+  int64_t file_bytes = -1;
+  std::vector<std::string> plugin_libraries;  // resolved paths of `plugins` entries that are libraries
+  std::string torch_version, tensorrt_version, gpu_name, gpu_compute_capability;
+};
+
+struct LoadOptions {
+  bool verify_checksum = true;  // SHA-256 of the artifact against the sidecar (reads the whole file)
+  bool check_machine = true;    // CUDA present, same GPU / compute capability, same torch / TensorRT version
+  int device_index = 0;         // CUDA device for cuda artifacts
+};
+
+struct Keypoint {
+  float x, y, score;  // in input image pixels
+};
+
+struct Result {
+  std::string task;           // depth | seg | pose
+  Tensor raw;                 // the network's output (B, C, h, w), float32, exactly as the backend returned it
+  int width = 0, height = 0;  // of the input image; the fields below are at this size
+  std::vector<float> depth;       // depth: metres, height * width
+  std::vector<int32_t> labels;    // seg: argmax class ids, height * width
+  std::vector<Keypoint> keypoints;  // pose: one per keypoint
+};
+
+// Reads and checks <artifact>.json against the artifact (format, backend vs suffix, size, checksum).
+Sidecar read_sidecar(const std::string& artifact, const LoadOptions& options = {});
+
+class Backend;
+
+class Engine {
+ public:
+  static std::unique_ptr<Engine> load(const std::string& path, const LoadOptions& options = {});
+  ~Engine();
+
+  const Sidecar& sidecar() const { return sidecar_; }
+  const std::string& task() const { return sidecar_.task; }
+
+  // The network input size used for an image: its own size if the engine accepts it, else the sidecar's
+  // optimal size (the image is then resized, and the outputs resized back).
+  void network_size(int image_height, int image_width, int* height, int* width) const;
+  // RGB uint8 image -> float NCHW network input (resize, colour order, scale, mean / std).
+  Tensor preprocess(const Image& image) const;
+  Result run(const Image& image);
+
+ private:
+  Engine(Sidecar sidecar, std::unique_ptr<Backend> backend);
+  Sidecar sidecar_;
+  std::unique_ptr<Backend> backend_;
+};
+
+// Compiled-in backends, e.g. {"aoti", "tensorrt"}.
+std::vector<std::string> available_backends();
+
+}  // namespace mp

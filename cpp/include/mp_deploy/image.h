@@ -1,0 +1,49 @@
+// Image files for mp_deploy_cpp: PNG / JPEG in, PNG (8/16-bit) and .npy out, written atomically.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+namespace mp {
+
+// 8-bit interleaved pixels, row-major (channels = 1 gray, 3 RGB).
+struct Image {
+  int width = 0, height = 0, channels = 3;
+  std::vector<uint8_t> pixels;
+};
+
+// PNG or JPEG (detected from the file's first bytes), converted to RGB. Throws mp::Error.
+Image read_image(const std::string& path);
+
+// A file written under a temporary name in the destination folder and renamed onto it by commit():
+// a failed run leaves no partial output. Without commit() the temporary is removed.
+class OutputFile {
+ public:
+  explicit OutputFile(const std::string& path);
+  ~OutputFile();
+  OutputFile(const OutputFile&) = delete;
+  OutputFile& operator=(const OutputFile&) = delete;
+  OutputFile(OutputFile&& other) noexcept;
+
+  FILE* file() { return file_; }
+  const std::string& path() const { return path_; }
+  void commit();  // flush, close, rename
+
+ private:
+  std::string path_, tmp_;
+  FILE* file_ = nullptr;
+};
+
+void write_png(FILE* f, const Image& image);  // 8-bit gray or RGB
+void write_png16(FILE* f, int width, int height, const std::vector<uint16_t>& gray);
+void write_npy(FILE* f, const std::vector<int64_t>& shape, const std::vector<float>& data);  // float32
+
+// Visualisations.
+Image colorize_depth(const std::vector<float>& depth, int width, int height, bool colormap);
+Image colorize_labels(const std::vector<int32_t>& labels, int width, int height);
+void draw_dot(Image& image, float x, float y, int radius, const uint8_t rgb[3]);
+void palette_color(int index, uint8_t rgb[3]);
+
+}  // namespace mp

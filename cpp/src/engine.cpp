@@ -1,0 +1,175 @@
+// Engine: sidecar checks, backend choice, and the image -> network -> task output path.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "backend.h"
+#include "mp_deploy/engine.h"
+#include "process.h"
+
+namespace mp {
+
+int64_t Tensor::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+std::vector<std::string> available_backends() {
+  std::vector<std::string> names;
+#ifdef MP_DEPLOY_WITH_TORCH
+  names.push_back("aoti");
+#endif
+#ifdef MP_DEPLOY_WITH_TENSORRT
+  names.push_back("tensorrt");
+#endif
+  return names;
+}
+
+bool same_version(const std::string& a, const std::string& b, int parts) {
+  auto head = [parts](const std::string& v) {
+    std::string s = v.substr(0, v.find('+'));  // 2.13.0+cpu -> 2.13.0
+    size_t pos = 0;
+    for (int i = 0; i < parts && pos != std::string::npos; ++i) pos = s.find('.', pos ? pos + 1 : 0);
+    return pos == std::string::npos ? s : s.substr(0, pos);
+  };
+  return head(a) == head(b);
+}
+
+uint16_t float_to_half(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  uint32_t sign = (x >> 16) & 0x8000;
+  int32_t exp = int32_t((x >> 23) & 0xFF) - 127 + 15;
+  uint32_t mant = x & 0x7FFFFF;
+  if (((x >> 23) & 0xFF) == 0xFF) return uint16_t(sign | 0x7C00 | (mant ? 0x200 : 0));  // inf / nan
+  if (exp >= 31) return uint16_t(sign | 0x7C00);                                       // overflow -> inf
+  if (exp <= 0) {                                                                      // subnormal or zero
+    if (exp < -10) return uint16_t(sign);
+    mant |= 0x800000;
+    int shift = 14 - exp;
+    uint32_t half = mant >> shift, rest = mant & ((1u << shift) - 1), mid = 1u << (shift - 1);
+    if (rest > mid || (rest == mid && (half & 1))) ++half;
+    return uint16_t(sign | half);
+  }
+  uint32_t half = sign | uint32_t(exp) << 10 | mant >> 13, rest = mant & 0x1FFF;
+  if (rest > 0x1000 || (rest == 0x1000 && (half & 1))) ++half;  // a carry into the exponent is still right
+  return uint16_t(half);
+}
+
+float half_to_float(uint16_t h) {
+  uint32_t sign = uint32_t(h & 0x8000) << 16, exp = (h >> 10) & 0x1F, mant = h & 0x3FF, x;
+  if (exp == 0x1F)
+    x = sign | 0x7F800000 | mant << 13;
+  else if (exp)
+    x = sign | (exp + 112) << 23 | mant << 13;
+  else if (!mant)
+    x = sign;
+  else {  // subnormal: normalise
+    int e = -1;
+    do { ++e; mant <<= 1; } while (!(mant & 0x400));
+    x = sign | uint32_t(112 - e) << 23 | (mant & 0x3FF) << 13;
+  }
+  float f;
+  std::memcpy(&f, &x, 4);
+  return f;
+}
+
+Engine::Engine(Sidecar sidecar, std::unique_ptr<Backend> backend)
+    : sidecar_(std::move(sidecar)), backend_(std::move(backend)) {}
+
+Engine::~Engine() = default;
+
+std::unique_ptr<Engine> Engine::load(const std::string& path, const LoadOptions& options) {
+  Sidecar s = read_sidecar(path, options);
+  if (s.layout != "NCHW") throw Error(path + ": input layout " + s.layout + " is not supported (NCHW only)");
+  if (s.color != "RGB" && s.color != "BGR") throw Error(path + ": input colour order " + s.color + " is not supported");
+  std::unique_ptr<Backend> backend;
+  if (s.backend == "aoti" || s.backend == "torch-tensorrt") {
+#ifdef MP_DEPLOY_WITH_TORCH
+    backend = make_aoti_backend(path, s, options);
+#else
+    throw Error(path + " is an AOTInductor package; this build of mp_deploy_cpp has no libtorch (configure with "
+                "-DCMAKE_PREFIX_PATH=<torch cmake prefix>)");
+#endif
+  } else if (s.backend == "tensorrt") {
+#ifdef MP_DEPLOY_WITH_TENSORRT
+    backend = make_tensorrt_backend(path, s, options);
+#else
+    throw Error(path + " is a TensorRT engine; this build of mp_deploy_cpp has no TensorRT (configure with "
+                "-DTensorRT_ROOT=<TensorRT folder>)");
+#endif
+  } else {
+    throw Error(path + ": backend '" + s.backend + "' has no C++ runner here (ONNX: use ONNX Runtime)");
+  }
+  return std::unique_ptr<Engine>(new Engine(std::move(s), std::move(backend)));
+}
+
+void Engine::network_size(int image_height, int image_width, int* height, int* width) const {
+  // As Engine.check_shape: within [min, max], and a multiple of multiple_of where the range is dynamic.
+  const Sidecar& s = sidecar_;
+  auto fits = [&s](int value, const int range[3]) {
+    return range[0] <= value && value <= range[2] && (range[0] == range[2] || value % s.multiple_of == 0);
+  };
+  bool ok = !s.has_shapes || (fits(image_height, s.height) && fits(image_width, s.width));
+  *height = ok ? image_height : s.height[1];
+  *width = ok ? image_width : s.width[1];
+}
+
+Tensor Engine::preprocess(const Image& image) const {
+  const Sidecar& s = sidecar_;
+  if (image.channels != 3) throw Error("expected an RGB image");
+  int h = image.height, w = image.width, net_h, net_w;
+  network_size(h, w, &net_h, &net_w);
+  // Planes first (x * scale - mean) / std, as in Engine.preprocess (mean 0, std 1: exactly pixels * scale).
+  std::vector<float> planes(size_t(3) * h * w);
+  size_t plane = size_t(h) * w;
+  for (int c = 0; c < 3; ++c) {
+    int src = s.color == "BGR" ? 2 - c : c;
+    for (size_t i = 0; i < plane; ++i)
+      planes[c * plane + i] = (float(image.pixels[3 * i + src]) * s.scale - s.mean[c]) / s.std[c];
+  }
+  if (net_h != h || net_w != w) planes = resize_bilinear(planes.data(), 3, h, w, net_h, net_w);
+  // A batch of one, or the engine's minimum batch (the image repeated; only the first result is used).
+  int batch = s.has_shapes ? std::max(1, s.batch[0]) : 1;
+  Tensor t;
+  t.shape = {batch, 3, net_h, net_w};
+  t.data.reserve(size_t(batch) * planes.size());
+  for (int b = 0; b < batch; ++b) t.data.insert(t.data.end(), planes.begin(), planes.end());
+  return t;
+}
+
+Result Engine::run(const Image& image) {
+  const Sidecar& s = sidecar_;
+  Tensor input = preprocess(image);
+  int net_h = int(input.shape[2]), net_w = int(input.shape[3]);
+  Result r;
+  r.task = s.task;
+  r.width = image.width;
+  r.height = image.height;
+  r.raw = backend_->run(input);
+  if (r.raw.shape.size() != 4 || r.raw.shape[0] != input.shape[0])
+    throw Error("unexpected output shape from " + s.output_name + " (expected (B, C, h, w))");
+  for (float v : r.raw.data)
+    if (!std::isfinite(v)) throw Error("the " + s.precision + " output contains NaN or inf");
+  int c = int(r.raw.shape[1]), h = int(r.raw.shape[2]), w = int(r.raw.shape[3]);
+  const float* first = r.raw.data.data();  // batch item 0
+  if (s.task == "depth") {
+    r.depth = (h == image.height && w == image.width)
+                  ? std::vector<float>(first, first + size_t(h) * w)
+                  : resize_bilinear(first, 1, h, w, image.height, image.width);
+  } else if (s.task == "seg") {
+    std::vector<int32_t> labels = argmax_planes(first, c, h, w);
+    r.labels = (h == image.height && w == image.width) ? labels
+                                                        : resize_nearest(labels, h, w, image.height, image.width);
+  } else {
+    r.keypoints = heatmap_keypoints(first, c, h, w, net_h, net_w);
+    for (auto& k : r.keypoints) {  // network pixels -> image pixels
+      k.x *= float(image.width) / net_w;
+      k.y *= float(image.height) / net_h;
+    }
+  }
+  return r;
+}
+
+}  // namespace mp

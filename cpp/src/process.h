@@ -1,0 +1,22 @@
+// Pre / post-processing shared by every backend (the C++ twin of Engine.preprocess / postprocess).
+#pragma once
+
+#include <vector>
+
+#include "mp_deploy/engine.h"
+
+namespace mp {
+
+// Bilinear resize of `channels` float planes (align_corners=False, like torch's interpolate).
+std::vector<float> resize_bilinear(const float* src, int channels, int h, int w, int out_h, int out_w);
+
+// Argmax over the class planes of a (C, h, w) block.
+std::vector<int32_t> argmax_planes(const float* logits, int classes, int h, int w);
+
+// Nearest-neighbour resize of a label map.
+std::vector<int32_t> resize_nearest(const std::vector<int32_t>& src, int h, int w, int out_h, int out_w);
+
+// Heatmap peaks -> keypoints in network-input pixels (cell centres), as heatmap_keypoints in engine.py.
+std::vector<Keypoint> heatmap_keypoints(const float* heatmaps, int k, int h, int w, int input_h, int input_w);
+
+}  // namespace mp

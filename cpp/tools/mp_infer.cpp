@@ -1,0 +1,140 @@
+// mp_infer: run one image through an exported engine and write the task's outputs.
+//
+//   mp_infer --engine FILE --input IMAGE --output OUT.png [--raw OUT16.png] [--npy OUT.npy] [--colormap]
+//
+// Every output is written under a temporary name and renamed only once all of them are complete, so a
+// failed run leaves none behind. Errors go to stderr with exit status 1 (2 for bad arguments).
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "mp_deploy/engine.h"
+#include "mp_deploy/image.h"
+
+namespace {
+
+const char* kUsage =
+    "usage: mp_infer --engine FILE --input IMAGE [--output OUT.png] [--raw OUT16.png] [--npy OUT.npy] [--colormap]\n"
+    "  --engine    an exported .pt2 (AOTInductor) or .engine (TensorRT) with its .json sidecar\n"
+    "  --input     a PNG or JPEG image (resized to the engine's optimal size if it does not fit the engine)\n"
+    "  --output    depth: 8-bit PNG (near is bright; viridis with --colormap, else grayscale);\n"
+    "              seg: colour palette PNG of the labels; pose: the image with keypoint dots\n"
+    "  --raw       depth: 16-bit PNG of depth * png16_scale (sidecar); seg: 8/16-bit label PNG\n"
+    "  --npy       the network's raw float32 output (B, C, h, w) as a NumPy .npy file\n"
+    "  --colormap  colour-map the depth preview\n"
+    "Pose keypoints are printed to stdout as 'index x y score' in image pixels.\n";
+
+struct Args {
+  std::string engine, input, output, raw, npy;
+  bool colormap = false;
+};
+
+bool parse(int argc, char** argv, Args* a) {
+  std::map<std::string, std::string*> values = {{"--engine", &a->engine}, {"--input", &a->input},
+                                                {"--output", &a->output}, {"--raw", &a->raw}, {"--npy", &a->npy}};
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "-h" || arg == "--help") {
+      std::cout << kUsage;
+      std::exit(0);
+    }
+    if (arg == "--colormap") {
+      a->colormap = true;
+    } else if (values.count(arg) && i + 1 < argc) {
+      *values[arg] = argv[++i];
+    } else {
+      std::cerr << "mp_infer: unknown or incomplete argument " << arg << "\n";
+      return false;
+    }
+  }
+  if (a->engine.empty() || a->input.empty()) {
+    std::cerr << "mp_infer: --engine and --input are required\n";
+    return false;
+  }
+  if (a->output.empty() && a->raw.empty() && a->npy.empty()) {
+    std::cerr << "mp_infer: give at least one of --output, --raw, --npy\n";
+    return false;
+  }
+  return true;
+}
+
+std::vector<uint16_t> depth_png16(const std::vector<float>& depth, double scale) {
+  std::vector<uint16_t> out(depth.size());
+  for (size_t i = 0; i < depth.size(); ++i)
+    out[i] = uint16_t(std::lround(std::fmin(std::fmax(depth[i] * scale, 0.0), 65535.0)));
+  return out;
+}
+
+int run(const Args& a) {
+  mp::Image image = mp::read_image(a.input);  // first: cheap, while loading hashes the whole engine
+  std::unique_ptr<mp::Engine> engine = mp::Engine::load(a.engine);
+  const mp::Sidecar& s = engine->sidecar();
+  if (s.task == "pose" && !a.raw.empty())
+    throw mp::Error("--raw is for depth and seg engines; use --npy for the pose heatmaps");
+  mp::Result r = engine->run(image);
+
+  std::vector<mp::OutputFile> files;  // all written first, renamed together at the end
+  if (!a.npy.empty()) {
+    files.emplace_back(a.npy);
+    mp::write_npy(files.back().file(), r.raw.shape, r.raw.data);
+  }
+  if (s.task == "depth") {
+    if (!a.output.empty()) {
+      files.emplace_back(a.output);
+      mp::write_png(files.back().file(), mp::colorize_depth(r.depth, r.width, r.height, a.colormap));
+    }
+    if (!a.raw.empty()) {
+      files.emplace_back(a.raw);
+      mp::write_png16(files.back().file(), r.width, r.height, depth_png16(r.depth, s.png16_scale));
+    }
+  } else if (s.task == "seg") {
+    if (!a.output.empty()) {
+      files.emplace_back(a.output);
+      mp::write_png(files.back().file(), mp::colorize_labels(r.labels, r.width, r.height));
+    }
+    if (!a.raw.empty()) {
+      files.emplace_back(a.raw);
+      int classes = s.num_classes > 0 ? s.num_classes : int(r.raw.shape[1]);
+      if (classes <= 256) {
+        mp::Image labels{r.width, r.height, 1, std::vector<uint8_t>(r.labels.begin(), r.labels.end())};
+        mp::write_png(files.back().file(), labels);
+      } else {
+        mp::write_png16(files.back().file(), r.width, r.height, std::vector<uint16_t>(r.labels.begin(), r.labels.end()));
+      }
+    }
+  } else if (!a.output.empty()) {
+    mp::Image drawn = image;
+    int radius = std::max(2, std::min(image.width, image.height) / 100);
+    for (size_t k = 0; k < r.keypoints.size(); ++k) {
+      uint8_t rgb[3];
+      mp::palette_color(int(k) + 1, rgb);
+      mp::draw_dot(drawn, r.keypoints[k].x, r.keypoints[k].y, radius, rgb);
+    }
+    files.emplace_back(a.output);
+    mp::write_png(files.back().file(), drawn);
+  }
+  for (auto& f : files) f.commit();
+  for (size_t k = 0; k < r.keypoints.size(); ++k)
+    std::printf("%zu %.2f %.2f %.5f\n", k, r.keypoints[k].x, r.keypoints[k].y, r.keypoints[k].score);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args args;
+  if (!parse(argc, argv, &args)) {
+    std::cerr << kUsage;
+    return 2;
+  }
+  try {
+    return run(args);
+  } catch (const std::exception& e) {  // mp::Error, and anything a backend lets through
+    std::cerr << "mp_infer: error: " << e.what() << "\n";
+    return 1;
+  }
+}
