@@ -31,9 +31,12 @@ class ShapeRange:
             lo, opt, hi = getattr(self, name)
             if not 1 <= lo <= opt <= hi:
                 raise ValueError(f"{name} range must satisfy 1 <= min <= opt <= max, got {lo},{opt},{hi}")
-        for name in ("height", "width"):
-            if any(v % self.multiple_of for v in getattr(self, name)):
-                raise ValueError(f"{name} values must be multiples of {self.multiple_of}, got {getattr(self, name)}")
+        for name in ("height", "width"):  # a dynamic side is 64 x a dynamic block count; a static one is free
+            lo, opt, hi = getattr(self, name)
+            if lo != hi and any(v % self.multiple_of for v in (lo, opt, hi)):
+                raise ValueError(f"a dynamic {name} range must use multiples of {self.multiple_of}, got {lo},{opt},{hi}")
+            if lo == hi and opt != lo:
+                raise ValueError(f"static {name} {lo} needs opt {lo}, got {opt}")
 
     def shape(self, which: str = "opt") -> tuple[int, int, int, int]:
         i = {"min": 0, "opt": 1, "max": 2}[which]
@@ -108,7 +111,21 @@ class TaskNetwork:
                 dims[axis] = s.multiple_of * Dim(f"{name}_blocks", min=lo // s.multiple_of, max=hi // s.multiple_of)
         return ({k: v for k, v in dims.items()},)
 
+    def trace_sample(self) -> torch.Tensor:
+        """The opt shape, except that dynamic sizes of 1 (in batch or 64-px blocks) are traced at 2: torch.export
+        would specialise a traced 1 into a constant."""
+        b, _, h, w = self.shapes.shape("opt")
+        m = self.shapes.multiple_of
+        s = self.shapes
+        if s.batch[0] != s.batch[2]:
+            b = max(b, min(2, s.batch[2]))
+        if s.height[0] != s.height[2]:
+            h = max(h, min(2 * m, s.height[2]))
+        if s.width[0] != s.width[2]:
+            w = max(w, min(2 * m, s.width[2]))
+        return torch.rand(b, 3, h, w, generator=torch.Generator().manual_seed(0)).to(self.device, self.dtype)
+
     def export_program(self) -> torch.export.ExportedProgram:
-        """torch.export at the opt shape with the dynamic ranges: the unrolled static graph."""
+        """torch.export with the dynamic ranges: the unrolled static graph."""
         with torch.no_grad():
-            return torch.export.export(self.model, (self.sample("opt"),), dynamic_shapes=self.dynamic_shapes())
+            return torch.export.export(self.model, (self.trace_sample(),), dynamic_shapes=self.dynamic_shapes())

@@ -24,16 +24,38 @@ PLUGIN_NAMESPACE = "mp_deploy"
 TWO_GB = 2 * 1024 ** 3
 
 
+def _schema(name: str, inputs: list[str], output: str, attrs: list[str]):
+    """ONNX has no schema for plugin ops; onnxscript needs one to build the node."""
+    from onnx.defs import OpSchema
+
+    any_float = ["tensor(float)", "tensor(float16)", "tensor(bfloat16)"]
+    types = {"eps": OpSchema.AttrType.FLOAT, "groups": OpSchema.AttrType.INT, "aot": OpSchema.AttrType.INT,
+             "plugin_namespace": OpSchema.AttrType.STRING, "plugin_version": OpSchema.AttrType.STRING}
+    return OpSchema(
+        name, PLUGIN_DOMAIN, 1,
+        inputs=[OpSchema.FormalParameter(i, "T" if i not in ("stats", "weight", "bias") else "F") for i in inputs],
+        outputs=[OpSchema.FormalParameter(output, "T" if output == "out" else "S")],
+        type_constraints=[("T", any_float, "activations"), ("F", any_float, "fp32 statistics / affine"),
+                          ("S", ["tensor(float)"], "statistics")],
+        attributes=[OpSchema.Attribute(a, types[a], a, required=a in attrs)
+                    for a in attrs + ["plugin_namespace", "plugin_version", "aot"]],
+    )
+
+
 def _plugin_translation():
     """torch.ops.mp_deploy.norm_relu_rearrange -> group_stats + norm_relu_rearrange plugin nodes."""
     import onnxscript
 
     plugins = onnxscript.values.Opset(PLUGIN_DOMAIN, 1)
+    group_stats = onnxscript.values.Op(plugins, "group_stats", _schema("group_stats", ["x"], "stats", ["groups"]))
+    rearrange = onnxscript.values.Op(
+        plugins, "norm_relu_rearrange",
+        _schema("norm_relu_rearrange", ["x", "stats", "weight", "bias", "prompts"], "out", ["groups", "eps"]))
 
     def norm_relu_rearrange(x, weight, bias, groups: int, eps: float, prompts):
         common = dict(plugin_namespace=PLUGIN_NAMESPACE, plugin_version="1", aot=1)
-        stats = plugins.group_stats(x, groups=groups, **common)
-        return plugins.norm_relu_rearrange(x, stats, weight, bias, prompts, groups=groups, eps=eps, **common)
+        stats = group_stats(x, groups=groups, **common)
+        return rearrange(x, stats, weight, bias, prompts, groups=groups, eps=eps, **common)
 
     from mp_deploy import kernels  # noqa: F401  (registers the op)
 
@@ -50,7 +72,7 @@ def export_onnx(network, path: Path, flavour: str = "standard") -> list[str]:
     with ops.use_kernels(plugin, only=("norm_relu_rearrange",), any_device=True):
         program = network.export_program()
     table = _plugin_translation() if plugin else None
-    onnx_program = torch.onnx.export(program, (network.sample("opt"),), dynamo=True, opset_version=OPSET,
+    onnx_program = torch.onnx.export(program, (network.trace_sample(),), dynamo=True, opset_version=OPSET,
                                      input_names=network.input_names, output_names=network.output_names,
                                      custom_translation_table=table, optimize=True, verify=False)
     big = sum(p.numel() * p.element_size() for p in network.model.parameters()) > TWO_GB * 0.9

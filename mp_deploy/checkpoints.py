@@ -67,7 +67,8 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     """Call write(tmp_path), then rename onto path: a crash leaves no half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # same suffix as the target: some writers (AOTInductor) insist on it
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp.", suffix=path.suffix)
     os.close(fd)
     try:
         write(tmp)

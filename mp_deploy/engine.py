@@ -155,8 +155,10 @@ class Engine:
             if not lo <= value <= hi:
                 raise EngineError(f"{self.name}: {name} {value} is outside the range it was built for [{lo}, {hi}]")
         m = limits.get("multiple_of", 1)
-        if h % m or w % m:
-            raise EngineError(f"{self.name}: height and width must be multiples of {m}, got {h}x{w}")
+        for name, value in (("height", h), ("width", w)):
+            lo, _, hi = limits[name]
+            if lo != hi and value % m:
+                raise EngineError(f"{self.name}: {name} must be a multiple of {m} (dynamic range), got {value}")
 
     def postprocess(self, raw: torch.Tensor, input_hw) -> dict:
         raw = raw.float()

@@ -1,0 +1,247 @@
+"""Export of the tiny default models: ONNX + AOTInductor through build_engine, loaded back through Engine.
+
+CPU exports are slow (the unrolled graph holds 3 UNet passes), so each task is built once per session with
+small shape ranges; depth keeps a dynamic batch/height/width range.
+"""
+import json
+import shutil
+import types
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+
+from mp_deploy.artifacts import ArtifactError, read_sidecar, sidecar_path
+from mp_deploy.engine import Engine, EngineError
+from mp_deploy.export import build_engine, onnx_export, tensorrt_build
+from mp_deploy.export.networks import ShapeRange, TaskNetwork
+from mp_deploy.export.validate import norm_input_types, rel_l2, tensorrt_graph_problems
+from mp_deploy.models import seeded_model
+
+SHAPES = {"depth": ["--batch", "1", "--height", "128", "--width", "128"],
+          "seg": ["--batch", "1", "--height", "64", "--width", "64"],
+          "pose": ["--batch", "1", "--height", "64", "--width", "64"]}
+
+
+BACKENDS = {"depth": "all", "seg": "onnx", "pose": "onnx"}  # CI time: AOTInductor CPU builds take minutes each
+PRESET = {"depth": "nyu", "seg": "ade20k", "pose": "coco"}
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    """(task, backend) -> (out_dir, rows) from `build_engine --task T --backend B`."""
+    cache = {}
+
+    def get(task, backend=None):
+        backend = backend or BACKENDS[task]
+        if (task, backend) not in cache:
+            out = tmp_path_factory.mktemp(f"{task}-{backend}")
+            rows = build_engine.build(build_engine.parse_args(
+                ["--task", task, "--backend", backend, "--out-dir", str(out), "--runs", "1"] + SHAPES[task]))
+            cache[task, backend] = (out, rows)
+        return cache[task, backend]
+
+    return get
+
+
+def _check_artifacts(task, out, rows, expected):
+    assert sorted(r["artifact"] for r in rows) == sorted(expected)
+    assert all(r["status"] == "ok" and r["rel_l2"] <= 1e-4 for r in rows), rows
+    model = seeded_model(task)  # the bundled default, rebuilt independently
+    reference = Engine.from_model(model)
+    side = 128 if task == "depth" else 64
+    image = (torch.rand(1, side, side, 3) * 255).to(torch.uint8)  # uint8 HWC, as a user would pass it
+    want = reference.run(image)
+    for name in expected:
+        engine = Engine.load(out / name)
+        got = engine.run(image)
+        assert got.keys() == want.keys()
+        key = {"depth": "depth", "seg": "logits", "pose": "heatmaps"}[task]
+        assert rel_l2(got[key], want[key]) <= 1e-4, name
+        meta = engine.meta
+        assert meta["task"] == task and meta["precision"] == "fp32" and meta["source"] == {"seeded": "tiny", "seed": 0}
+        assert meta["input"]["scale"] == pytest.approx(1 / 255) and meta["versions"]["torch"] == torch.__version__
+
+
+def test_build_engine_depth_onnx_and_aoti(built):
+    out, rows = built("depth")
+    _check_artifacts("depth", out, rows, ["depth-nyu-tiny-fp32.onnx", "depth-nyu-tiny-fp32-cpu.pt2"])
+
+
+@pytest.mark.parametrize("task", ["seg", "pose"])
+def test_build_engine_onnx(task, built):
+    out, rows = built(task)
+    _check_artifacts(task, out, rows, [f"{task}-{PRESET[task]}-tiny-fp32.onnx"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["seg", "pose"])
+def test_build_engine_aoti(task, built):
+    out, rows = built(task, "aoti")
+    _check_artifacts(task, out, rows, [f"{task}-{PRESET[task]}-tiny-fp32-cpu.pt2"])
+
+
+def test_dynamic_batch_and_size_range(tmp_path):
+    """Dynamic batch / height / width (one refinement step keeps the CPU export short)."""
+    model = seeded_model("depth", refine_steps=1)
+    network = TaskNetwork(model, "fp32", ShapeRange((1, 1, 2), (128, 128, 192), (128, 128, 192)))
+    path = tmp_path / "depth-dynamic.onnx"
+    onnx_export.export_onnx(network, path)
+    graph = onnx_export.load_checked(path)
+    dims = graph.graph.input[0].type.tensor_type.shape.dim
+    assert [bool(d.dim_param) for d in dims] == [True, False, True, True]  # dynamic batch, height, width
+    import onnxruntime as ort
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for shape in ((2, 3, 192, 128), (1, 3, 128, 192)):
+        x = torch.rand(shape)
+        with torch.no_grad():
+            want = model(x)
+        got = torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
+        assert rel_l2(got, want, centred=True) <= 1e-4, shape
+
+
+def test_onnx_graph_is_clean_opset_20(built):
+    out, _ = built("depth")
+    model = onnx_export.load_checked(out / "depth-nyu-tiny-fp32.onnx")
+    assert max(i.version for i in model.opset_import if i.domain in ("", "ai.onnx")) == 20
+    assert tensorrt_graph_problems(model) == []  # every op is one TensorRT imports
+
+
+def test_engine_checks_input_shape_and_type(built):
+    out, _ = built("depth")
+    engine = Engine.load(out / "depth-nyu-tiny-fp32.onnx")
+    with pytest.raises(EngineError, match="batch 2 is outside the range it was built for"):
+        engine.run(torch.rand(2, 3, 128, 128))
+    with pytest.raises(EngineError, match="height 96 is outside"):
+        engine.run(torch.rand(1, 3, 96, 128))
+    with pytest.raises(EngineError, match=r"\(B, 3, H, W\)"):
+        engine.run(torch.rand(1, 4, 128, 128))
+    with pytest.raises(EngineError, match="uint8 .* or floating point"):
+        engine.run(torch.zeros(1, 3, 128, 128, dtype=torch.int32))
+
+
+def test_rebuild_is_skipped_when_up_to_date(built, capsys):
+    out, _ = built("seg")
+    before = (out / "seg-ade20k-tiny-fp32.onnx").stat().st_mtime_ns
+    build_engine.build(build_engine.parse_args(["--task", "seg", "--backend", "onnx", "--out-dir", str(out),
+                                                "--runs", "1"] + SHAPES["seg"]))
+    assert "up to date" in capsys.readouterr().out
+    assert (out / "seg-ade20k-tiny-fp32.onnx").stat().st_mtime_ns == before
+
+
+def test_corrupted_and_mismatched_artifacts_are_refused(built, tmp_path):
+    out, _ = built("depth")
+    for name in ("depth-nyu-tiny-fp32.onnx", "depth-nyu-tiny-fp32-cpu.pt2"):
+        shutil.copy(out / name, tmp_path / name)
+        shutil.copy(sidecar_path(out / name), sidecar_path(tmp_path / name))
+    onnx_path, pt2 = tmp_path / "depth-nyu-tiny-fp32.onnx", tmp_path / "depth-nyu-tiny-fp32-cpu.pt2"
+    data = bytearray(onnx_path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    onnx_path.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="checksum"):
+        Engine.load(onnx_path)
+    pt2.write_bytes(pt2.read_bytes()[:1000])
+    with pytest.raises(ArtifactError, match="truncated"):
+        Engine.load(pt2)
+
+    def edit_sidecar(name, **changes):
+        shutil.copy(out / name, tmp_path / name)
+        meta = json.loads(sidecar_path(out / name).read_text())
+        for k, v in changes.items():
+            meta[k] = v
+        sidecar_path(tmp_path / name).write_text(json.dumps(meta))
+        return tmp_path / name
+
+    p = edit_sidecar("depth-nyu-tiny-fp32-cpu.pt2", versions={"torch": "2.9.0"})
+    with pytest.raises(ArtifactError, match="torch 2.9.0"):
+        Engine.load(p)
+    if not torch.cuda.is_available():
+        p = edit_sidecar("depth-nyu-tiny-fp32-cpu.pt2", device="cuda",
+                         gpu={"name": "NVIDIA H100", "compute_capability": "9.0"})
+        with pytest.raises(ArtifactError, match="built for CUDA.*no CUDA device"):
+            Engine.load(p)
+    p = edit_sidecar("depth-nyu-tiny-fp32.onnx", backend="tensorrt")
+    with pytest.raises(ArtifactError, match=r"backend 'tensorrt' \(.engine\), file is .onnx"):
+        Engine.load(p)
+    (tmp_path / "orphan.onnx").write_bytes(b"x")
+    with pytest.raises(ArtifactError, match="no sidecar"):
+        Engine.load(tmp_path / "orphan.onnx")
+
+
+def test_failed_export_leaves_nothing(tmp_path, monkeypatch):
+    def boom(program, package_path):
+        Path(package_path).write_bytes(b"half")
+        raise RuntimeError("compiler crashed")
+
+    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", boom)
+    network = TaskNetwork(seeded_model("pose"), "fp32", ShapeRange((1, 1, 1), (64, 64, 64), (64, 64, 64)))
+    from mp_deploy.export import aoti
+    with pytest.raises(RuntimeError, match="compiler crashed"):
+        aoti.export_aoti(network, tmp_path / "pose.pt2", program=torch.export.export(
+            network.model, (network.sample(),)))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tensorrt_flavour_fp16_onnx_is_ready_for_the_builder(tmp_path):
+    """Everything up to TensorRT's builder: fp16 graph, plugin nodes well formed, norms in fp32."""
+    model = seeded_model("depth", refine_steps=1)  # one step: same ops, half the CPU export time
+    network = TaskNetwork(model, "fp16", ShapeRange((1, 1, 1), (64, 64, 64), (64, 64, 64)))
+    path = tmp_path / "depth.trt.onnx"
+    onnx_export.export_onnx(network, path, "tensorrt")
+    model = onnx_export.load_checked(path)
+    assert tensorrt_graph_problems(model) == []
+    plugin_ops = [n.op_type for n in model.graph.node if n.domain == onnx_export.PLUGIN_DOMAIN]
+    assert plugin_ops == ["group_stats", "norm_relu_rearrange"]
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    norms = norm_input_types(model)
+    assert norms and all(t == onnx.TensorProto.FLOAT for t in norms.values()), norms
+    # a corrupted plugin node is reported
+    node = next(n for n in model.graph.node if n.op_type == "norm_relu_rearrange")
+    del node.input[-1]
+    assert any("has 4 inputs, expects 5" in p for p in tensorrt_graph_problems(model))
+
+
+class _FakeTRT(types.SimpleNamespace):
+    """Records what build_engine asks of TensorRT's builder (the package cannot be installed here)."""
+
+
+def test_tensorrt_builder_calls(tmp_path, monkeypatch):
+    calls = {}
+
+    class Obj:
+        def __init__(self, name):
+            self.name = name
+
+        def __getattr__(self, attr):
+            def f(*a, **k):
+                calls.setdefault(f"{self.name}.{attr}", []).append(a)
+                return {"create_network": Obj("network"), "create_builder_config": Obj("config"),
+                        "create_optimization_profile": Obj("profile"), "create_timing_cache": "cache",
+                        "build_serialized_network": b"ENGINE", "get_timing_cache": Obj("cache"),
+                        "serialize": b"CACHE", "parse_from_file": True}.get(attr)
+            return f
+
+    fake = _FakeTRT(Logger=lambda level: "logger", Builder=lambda logger: Obj("builder"),
+                    OnnxParser=lambda network, logger: Obj("parser"),
+                    NetworkDefinitionCreationFlag=types.SimpleNamespace(STRONGLY_TYPED=5),
+                    MemoryPoolType=types.SimpleNamespace(WORKSPACE="ws"), __version__="10.9")
+    fake.Logger.WARNING = 2
+    monkeypatch.setattr(tensorrt_build, "trt", fake)
+    monkeypatch.setattr("mp_deploy.kernels.tensorrt_plugins.register_plugins", lambda: calls.setdefault("plugins", 1))
+    shapes = ShapeRange((1, 1, 4), (64, 448, 1024), (64, 640, 1024))
+    tensorrt_build.build_engine(tmp_path / "m.onnx", tmp_path / "m.engine", shapes,
+                                timing_cache=tmp_path / "timing.cache")
+    assert calls["builder.create_network"] == [(1 << 5,)]  # strongly typed
+    assert calls["profile.set_shape"] == [("images", (1, 3, 64, 64), (1, 3, 448, 640), (4, 3, 1024, 1024))]
+    assert calls["plugins"] == 1
+    assert (tmp_path / "m.engine").read_bytes() == b"ENGINE"
+    assert (tmp_path / "timing.cache").read_bytes() == b"CACHE"
+
+
+@pytest.mark.skipif(tensorrt_build.trt is None, reason="TensorRT is not installed (not installable on this machine)")
+def test_tensorrt_engine_build_and_run(tmp_path):  # pragma: no cover - needs TensorRT and a GPU
+    rows = build_engine.build(build_engine.parse_args(
+        ["--task", "depth", "--backend", "tensorrt", "--out-dir", str(tmp_path), "--height", "64", "--width", "64"]))
+    assert all(r["status"] == "ok" for r in rows)
+    assert read_sidecar(tmp_path / rows[0]["artifact"])["backend"] == "tensorrt"
