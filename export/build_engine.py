@@ -27,6 +27,7 @@ from mp_deploy.export.validate import ParityError, check_parity, tensorrt_graph_
 
 TOLERANCE = {"fp32": 1e-4, "fp16": 5e-3}
 DEFAULT_SEED = 0
+SEEDED_RULE = 2  # bump when seeded_model's weight rule changes, so old artifacts are not reused
 
 
 def log(msg: str) -> None:
@@ -87,7 +88,7 @@ def load_source(args):
     model = seeded_model(args.task, size=size, seed=DEFAULT_SEED, **overrides)
     log(f"no --checkpoint: building the bundled default, the {size} config with seeded random weights (seed "
         f"{DEFAULT_SEED}). A trained demo model comes with a later release; its outputs are not meaningful yet.")
-    return model, {"seeded": size, "seed": DEFAULT_SEED}
+    return model, {"seeded": size, "seed": DEFAULT_SEED, "rule": SEEDED_RULE}
 
 
 def artifact_name(network: TaskNetwork, backend: str, device: str) -> str:

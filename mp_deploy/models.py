@@ -187,14 +187,19 @@ def seeded_model(task: str, size: str = "tiny", seed: int = 0, **kw) -> MetaProm
     Fan-in scaled normals everywhere, as in the golden weight rule, so activations stay at unit scale
     (the training init's tiny head weights give a near-constant output).
     """
+    model = build_model(task, size=size, init=False, **kw).to_empty(device="cpu")  # no double init (SD-1.5: 0.9 B)
     torch.manual_seed(seed)
-    model = build_model(task, size=size, **kw)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if p.dim() >= 2 and "embeddings" not in name:
+            if "embeddings" in name:
+                p.normal_()
+            elif p.dim() >= 2:
                 p.normal_(0, 1 / math.sqrt(p[0].numel()))
-            elif name.endswith("weight") and p.dim() == 1:
+            elif name.endswith("weight"):
                 p.normal_(1, 0.1)
-            elif "embeddings" not in name:
+            else:
                 p.normal_(0, 0.02)
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.reset_running_stats()
     return model.eval()

@@ -60,7 +60,7 @@ def _check_artifacts(task, out, rows, expected):
         key = {"depth": "depth", "seg": "logits", "pose": "heatmaps"}[task]
         assert rel_l2(got[key], want[key]) <= 1e-4, name
         meta = engine.meta
-        assert meta["task"] == task and meta["precision"] == "fp32" and meta["source"] == {"seeded": "tiny", "seed": 0}
+        assert meta["task"] == task and meta["precision"] == "fp32" and meta["source"] == {"seeded": "tiny", "seed": 0, "rule": build_engine.SEEDED_RULE}
         assert meta["input"]["scale"] == pytest.approx(1 / 255) and meta["versions"]["torch"] == torch.__version__
 
 
