@@ -64,7 +64,8 @@ def norm_relu_rearrange(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     op = _kernel_op("norm_relu_rearrange", x)
     if op is not None:
         return op(x, weight, bias, groups, eps, prompts)
-    y = F.relu(F.group_norm(x, groups, weight, bias, eps))
+    # statistics and affine in fp32 (weight/bias may be fp32 beside fp16 activations)
+    y = F.relu(F.group_norm(x.float(), groups, weight.float(), bias.float(), eps)).to(x.dtype)
     return prompt_rearrange(y, prompts)
 
 
