@@ -344,7 +344,7 @@ def find_artifact(bench: Bench, backend: str, batches, h: int, w: int):
     precision = "fp16" if bench.cuda else "fp32"
     want = f"{a.task}/{a.preset}/{a.model_size}/{precision}"
     best, problems = None, []
-    for path in sorted(Path(a.artifacts).glob(f"*{suffix}")):
+    for path in sorted(p for p in Path(a.artifacts).glob(f"*{suffix}") if not p.name.startswith(".")):  # not temporaries
         if path.name.endswith(".trt.onnx"):
             continue  # the TensorRT-plugin flavour: ONNX Runtime cannot run it
         try:
