@@ -192,7 +192,7 @@ def write_artifact(kind: str, network: TaskNetwork, path: Path, args) -> list[st
             raise SystemExit(f"{path.name} would not import into TensorRT:\n  " + "\n  ".join(problems))
         return extras
     if kind == "aoti":
-        aoti.export_aoti(network, path)
+        aoti.export_aoti(network, path, kernels=network.device == "cuda" and args.kernels == "on")
         return []
     if kind == "tensorrt":
         onnx_path = path.with_name(artifact_name(network, "onnx-trt", network.device))
@@ -243,6 +243,10 @@ def parse_args(argv=None):
     ap.add_argument("--width", type=lambda s: _triple(s, "width"), help="like --height")
     ap.add_argument("--out-dir", default="artifacts")
     ap.add_argument("--force", action="store_true", help="rebuild artifacts that are up to date")
+    # off by default: on torch 2.11 / H200 a package with the Triton kernels inside crashed when loaded
+    # (benchmarks/results/gpu_check-nvidia-h200-2026-11-27-run1.txt); plain Inductor kernels are used instead
+    ap.add_argument("--kernels", default="off", choices=["on", "off"],
+                    help="compile our Triton kernels into CUDA AOTInductor packages (default off)")
     ap.add_argument("--opt-level", type=int, default=3, help="TensorRT builder optimization level (0-5)")
     ap.add_argument("--runs", type=int, default=5, help="timed runs per artifact for the latency column")
     return ap.parse_args(argv)
