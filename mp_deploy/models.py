@@ -44,6 +44,17 @@ class MetaPromptsModel(nn.Module):
         rs = self.preset.resize_scale
         return ((h // 64) + rs) * 64, ((w // 64) + rs) * 64
 
+    def window_prompt_map(self, images: torch.Tensor, trace: dict | None = None) -> torch.Tensor:
+        """depth / pose: [0, 1] images -> [-1, 1] at the encoder size -> backbone -> fusion neck, whose
+        (B, N, H'/8, W'/8) map is resized back to (h // 8, w // 8) of the window."""
+        _check_images(images)
+        h, w = images.shape[-2:]
+        features, prompts = self.backbone(_resize(images * 2 - 1, self.encoder_size(h, w)), trace)
+        prompt_map = self.neck(features, prompts)
+        if trace is not None:
+            trace["prompt_map"] = prompt_map
+        return _resize(prompt_map, (h // 8, w // 8))
+
     def init_weights(self) -> "MetaPromptsModel":
         """Training init of the reference: trunc-normal(.02) convs/linears; head decoder normal(.001)."""
         for name, m in self.named_modules():
@@ -73,14 +84,7 @@ class MetaPromptsDepth(MetaPromptsModel):
                               preset.max_depth)
 
     def forward(self, images: torch.Tensor, trace: dict | None = None) -> torch.Tensor:
-        _check_images(images)
-        h, w = images.shape[-2:]
-        x = _resize(images * 2 - 1, self.encoder_size(h, w))
-        features, prompts = self.backbone(x, trace)
-        prompt_map = self.neck(features, prompts)
-        if trace is not None:
-            trace["prompt_map"] = prompt_map
-        depth = self.head(_resize(prompt_map, (h // 8, w // 8)))
+        depth = self.head(self.window_prompt_map(images, trace))
         if trace is not None:
             trace["pred_d"] = depth
         return depth
@@ -141,12 +145,7 @@ class MetaPromptsPose(MetaPromptsModel):
         self.head = PoseHead(preset.num_prompts, size.pose_head_channels, preset.num_keypoints)
 
     def forward(self, images: torch.Tensor, trace: dict | None = None) -> torch.Tensor:
-        _check_images(images)
-        h, w = images.shape[-2:]
-        x = _resize(images * 2 - 1, self.encoder_size(h, w))
-        features, prompts = self.backbone(x, trace)
-        prompt_map = _resize(self.neck(features, prompts), (h // 8, w // 8))
-        return self.head(prompt_map)
+        return self.head(self.window_prompt_map(images, trace))
 
     @staticmethod
     def loss(heatmaps: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
