@@ -605,16 +605,9 @@ def device_name(device: str) -> str:
 
 
 def versions() -> dict:
-    from mp_deploy.artifacts import tensorrt_version
+    from mp_deploy.artifacts import runtime_versions
 
-    out = {"torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
-           "tensorrt": tensorrt_version()}
-    for name in ("triton", "onnxruntime", "diffusers"):
-        try:
-            out[name] = __import__(name).__version__
-        except ImportError:
-            out[name] = None
-    return out
+    return runtime_versions()
 
 
 # ------------------------------------------------------------------ main

@@ -51,9 +51,9 @@ def tensorrt_version() -> str | None:
 
 
 def runtime_versions() -> dict:
-    versions = {"mp_deploy": __version__, "torch": torch.__version__, "python": platform.python_version(),
-                "tensorrt": tensorrt_version()}
-    for name in ("onnx", "onnxruntime", "triton"):
+    versions = {"mp_deploy": __version__, "torch": torch.__version__, "cuda": torch.version.cuda,
+                "python": platform.python_version(), "tensorrt": tensorrt_version()}
+    for name in ("onnx", "onnxruntime", "triton", "diffusers"):
         try:
             versions[name] = __import__(name).__version__
         except ImportError:
