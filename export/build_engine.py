@@ -203,9 +203,9 @@ def write_artifact(kind: str, network: TaskNetwork, path: Path, args) -> list[st
 
 
 def validate(path: Path, reference, network: TaskNetwork, runs: int) -> dict:
-    row = {"artifact": path.name, "MB": path.stat().st_size / 2 ** 20 + sum(
-        (path.parent / e["name"]).stat().st_size for e in read_sidecar(path)["extra_files"]) / 2 ** 20}
-    engine = Engine.load(path)
+    engine = Engine.load(path)  # verifies the sidecar and checksums once
+    row = {"artifact": path.name, "MB": (path.stat().st_size + sum(e["bytes"] for e in engine.meta["extra_files"]))
+           / 2 ** 20}
     tolerance = TOLERANCE[network.precision]
     try:
         row["rel_l2"] = check_parity(lambda x: engine.runner(x), reference, network, tolerance)

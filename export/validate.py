@@ -4,6 +4,8 @@ from __future__ import annotations
 import onnx
 import torch
 
+from mp_deploy.golden import rel_l2  # one definition, shared with the golden CLI
+
 # ONNX ops the TensorRT 10 parser imports (onnx-tensorrt docs/operators.md, 10.x: "Y" rows; opset 9..20).
 TENSORRT_ONNX_OPS = frozenset("""
 Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh AveragePool BatchNormalization Cast CastLike Ceil Celu
@@ -29,12 +31,6 @@ FP32 = onnx.TensorProto.FLOAT
 
 class ParityError(AssertionError):
     pass
-
-
-def rel_l2(out: torch.Tensor, ref: torch.Tensor, centred: bool = False) -> float:
-    out, ref = out.double().cpu(), ref.double().cpu()
-    denom = (ref - ref.mean()) if centred else ref
-    return ((out - ref).norm() / denom.norm().clamp_min(1e-30)).item()
 
 
 def tensorrt_graph_problems(model: onnx.ModelProto, plugin_namespace: str = "mp_deploy") -> list[str]:

@@ -17,10 +17,6 @@ _enabled: frozenset = frozenset(KERNEL_OPS) if os.environ.get("MP_DEPLOY_KERNELS
 _any_device = False
 
 
-def kernels_enabled() -> bool:
-    return bool(_enabled)
-
-
 def set_kernels(enabled: bool, only=KERNEL_OPS, any_device: bool = False) -> None:
     """Route the ops named in `only` through the registered torch ops (Triton on CUDA). `any_device` also
     routes CPU tensors there (the op's CPU kernel is the reference): exports then keep the op as one node,
