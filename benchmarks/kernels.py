@@ -1,13 +1,19 @@
 """Eager PyTorch vs the Triton kernels at the model's real shapes (needs a CUDA GPU).
 
-    python benchmarks/kernels.py [--out PATH] [--reps 100] [--warmup 25]
+    python benchmarks/kernels.py [--out PATH] [--reps 100] [--warmup 10]
 
-Per kernel and shape: median microseconds over `reps` timed calls (CUDA events around each call, after
-`warmup` untimed ones; L2 is flushed before every timed call, since these kernels are memory-bound and the
-inputs would otherwise stay in the H100's 50 MB L2), the speed-up, and the Triton kernel's achieved GB/s
-(the minimum bytes: inputs read once + outputs written once, over its time) against a device-to-device copy
-measured in the same run. Prints a table and writes JSON (default benchmarks/results/kernels-<gpu>-<date>.json).
-The Triton side is the registered op (torch.ops.mp_deploy.*), i.e. what the model calls with kernels on.
+Per kernel and shape, median microseconds of `reps` timed runs of:
+- device: one call captured in a CUDA graph and replayed, L2 flushed before each replay (these kernels are
+  memory-bound and the inputs would otherwise stay in the 50 MB L2). This is the GPU time, as inside the
+  AOTInductor / TensorRT / CUDA-graph runtimes; the speed-up and GB/s columns use it.
+- call: the Python call itself (eager dispatch + Triton launch), as in eager mode with kernels on.
+The Triton side is the launcher (mp_deploy.kernels.group_norm / .norm_relu_rearrange), which the registered
+torch op calls. Eager is plain PyTorch in fp16 (F.group_norm keeps fp32 statistics internally): group_norm -> silu, and
+group_norm -> relu -> einsum. GB/s counts the minimum bytes (inputs read once, outputs written once).
+Ceilings, measured in the same run: a 1 GiB device-to-device copy, and a copy moving as many bytes as the
+kernel (`size copy`), which shows what launch latency leaves of the bandwidth at that size.
+Sweeps: the fused rearrangement at each spatial tile, GroupNorm's fused and split paths (`*` = the default).
+Prints a table and writes JSON (default benchmarks/results/kernels-<gpu>-<date>.json).
 """
 import argparse
 import datetime
@@ -21,31 +27,53 @@ import torch
 import torch.nn.functional as F
 
 FLUSH_BYTES = 256 << 20  # > L2 of any current GPU
-COPY_BYTES = 1 << 30  # the copy ceiling's buffer: far larger than L2
+COPY_BYTES = 1 << 30  # bytes moved by the copy ceiling (512 MiB read, 512 MiB written): far past L2
 
 # (name, x shape, prompts): the depth neck (stride 8) and the 4 segmentation levels (ADE20K 512 x 512)
 NORM_RELU_REARRANGE_SHAPES = [
     ("depth neck", (1, 768, 64, 64), 50),
+    ("depth neck", (8, 768, 64, 64), 50),
     ("seg level 1/4", (1, 768, 128, 128), 150),
     ("seg level 1/8", (1, 768, 64, 64), 150),
     ("seg level 1/16", (1, 768, 32, 32), 150),
     ("seg level 1/32", (1, 768, 16, 16), 150),
 ]
-# UNet ResBlock GroupNorm(32) + SiLU inputs at a 512 x 512 image (64 x 64 latents)
+NECK_TILES = [16, 32, 64, 128]  # swept on the batch-1 depth neck
+# UNet ResBlock GroupNorm(32) + SiLU inputs at a 512 x 512 image (64 x 64 latents), and at batch 8
 GROUP_NORM_SHAPES = [(1, 320, 64, 64), (1, 640, 64, 64), (1, 1280, 64, 64), (1, 640, 32, 32),
-                     (1, 1280, 32, 32), (1, 1280, 16, 16), (1, 2560, 8, 8)]
+                     (1, 1280, 32, 32), (1, 1280, 16, 16), (1, 2560, 8, 8), (8, 320, 64, 64), (8, 1280, 16, 16)]
 DTYPE = torch.float16
 
 
-def time_us(fn, reps: int, warmup: int, flush: torch.Tensor) -> float:
-    """Median microseconds of fn() on the GPU, L2 flushed before each timed call."""
+def device_us(fn, reps: int, warmup: int, flush: torch.Tensor) -> float:
+    """Median GPU microseconds of fn, replayed from a CUDA graph with L2 flushed before each replay. The
+    flush also keeps the GPU busy while the CPU launches the replay, so no host time is counted."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(warmup):  # compiles the kernels and settles the allocator before capture
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return _median_us(graph.replay, reps, flush)
+
+
+def call_us(fn, reps: int, warmup: int, flush: torch.Tensor) -> float:
+    """Median microseconds of a plain call of fn: host dispatch and launch included when they dominate."""
     for _ in range(warmup):
         fn()
+    return _median_us(fn, reps, flush, flush_bytes=1 << 20)
+
+
+def _median_us(fn, reps: int, flush: torch.Tensor, flush_bytes: int | None = None) -> float:
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    part = flush if flush_bytes is None else flush[:flush_bytes]
     torch.cuda.synchronize()
     for start, end in zip(starts, ends):
-        flush.zero_()  # also keeps the GPU busy while the CPU enqueues fn: launch overhead stays hidden
+        part.zero_()
         start.record()
         fn()
         end.record()
@@ -53,88 +81,103 @@ def time_us(fn, reps: int, warmup: int, flush: torch.Tensor) -> float:
     return 1000 * statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
 
 
-def copy_gbps(reps: int, warmup: int, flush: torch.Tensor) -> float:
-    src = torch.empty(COPY_BYTES // 2, dtype=DTYPE, device="cuda").normal_()
+def copy_gbps(moved: int, reps: int, warmup: int, flush: torch.Tensor) -> float:
+    """Device-to-device copy bandwidth (read + written bytes over time) of a copy moving `moved` bytes."""
+    src = torch.empty(max(moved // 4, 1), dtype=DTYPE, device="cuda").normal_()
     dst = torch.empty_like(src)
-    us = time_us(lambda: dst.copy_(src), reps, warmup, flush)
-    return 2 * COPY_BYTES / us / 1e3
+    us = device_us(lambda: dst.copy_(src), reps, warmup, flush)
+    return 2 * src.numel() * src.element_size() / us / 1e3
 
 
 def nbytes(*tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
+def _affine(channels, gen):
+    weight = (1 + 0.1 * torch.randn(channels, generator=gen, device="cuda")).to(DTYPE)
+    bias = (0.1 * torch.randn(channels, generator=gen, device="cuda")).to(DTYPE)
+    return weight, bias
+
+
 def bench_norm_relu_rearrange(args, flush, gen):
-    from mp_deploy import ops
+    from mp_deploy.kernels.norm_relu_rearrange import block_hw, block_n, norm_relu_rearrange
 
     rows = []
-    for name, shape, n_prompts in NORM_RELU_REARRANGE_SHAPES:
+    for index, (name, shape, n_prompts) in enumerate(NORM_RELU_REARRANGE_SHAPES):
         batch, channels = shape[:2]
         x = torch.randn(shape, generator=gen, device="cuda").to(DTYPE)
-        weight = (1 + 0.1 * torch.randn(channels, generator=gen, device="cuda")).to(DTYPE)
-        bias = (0.1 * torch.randn(channels, generator=gen, device="cuda")).to(DTYPE)
+        weight, bias = _affine(channels, gen)
         prompts = (torch.randn(batch, n_prompts, channels, generator=gen, device="cuda") * channels ** -0.5).to(DTYPE)
 
         def eager():
-            with ops.use_kernels(False):
-                return ops.norm_relu_rearrange(x, weight, bias, 16, 1e-5, prompts)
+            return torch.einsum("bchw,bnc->bnhw", F.relu(F.group_norm(x, 16, weight, bias, 1e-5)), prompts)
 
-        def triton():
-            return torch.ops.mp_deploy.norm_relu_rearrange(x, weight, bias, 16, 1e-5, prompts)
+        default = block_hw(shape[2] * shape[3], -(-n_prompts // block_n(n_prompts)), batch)
+        tiles = NECK_TILES if index == 0 else [default]
+        for tile in tiles:
+            def triton(tile=tile):
+                return norm_relu_rearrange(x, weight, bias, 16, 1e-5, prompts, tile_hw=tile)
 
-        out = triton()
-        rows.append(_row("norm_relu_rearrange", f"{name} {'x'.join(map(str, shape))} N={n_prompts}", eager, triton,
-                         nbytes(x, prompts, weight, bias, out), (out.float() - eager().float()).abs().max().item(),
-                         args, flush))
+            label = f"{name} {'x'.join(map(str, shape))} N={n_prompts} tile {tile}{'*' if tile == default else ''}"
+            rows.append(_row("norm_relu_rearrange", label, eager, triton, (x, prompts, weight, bias), args, flush))
     return rows
 
 
 def bench_group_norm_act(args, flush, gen):
+    from mp_deploy.kernels import group_norm as gn
+
     rows = []
     for shape in GROUP_NORM_SHAPES:
-        channels = shape[1]
         x = torch.randn(shape, generator=gen, device="cuda").to(DTYPE)
-        weight = (1 + 0.1 * torch.randn(channels, generator=gen, device="cuda")).to(DTYPE)
-        bias = (0.1 * torch.randn(channels, generator=gen, device="cuda")).to(DTYPE)
+        weight, bias = _affine(shape[1], gen)
 
         def eager():
             return F.silu(F.group_norm(x, 32, weight, bias, 1e-5))
 
-        def triton():
-            return torch.ops.mp_deploy.group_norm_act(x, weight, bias, 32, 1e-5, True)
+        default_fused = shape[1] // 32 * shape[2] * shape[3] <= gn.FUSED_MAX_GROUP
+        for fused in (True, False):
+            def triton(fused=fused):
+                return gn.group_norm_act(x, weight, bias, 32, 1e-5, True, fused=fused)
 
-        out = triton()
-        rows.append(_row("group_norm_act silu", "x".join(map(str, shape)), eager, triton, nbytes(x, weight, bias, out),
-                         (out.float() - eager().float()).abs().max().item(), args, flush))
+            label = f"{'x'.join(map(str, shape))} {'fused' if fused else 'split'}{'*' if fused == default_fused else ''}"
+            rows.append(_row("group_norm_act silu", label, eager, triton, (x, weight, bias), args, flush))
     return rows
 
 
-def _row(kernel, shape, eager, triton, moved_bytes, max_diff, args, flush):
-    eager_us = time_us(eager, args.reps, args.warmup, flush)
-    triton_us = time_us(triton, args.reps, args.warmup, flush)
+def _row(kernel, shape, eager, triton, inputs, args, flush):
+    out = triton()
+    want = eager()
+    moved = nbytes(*inputs, out)
+    eager_us = device_us(eager, args.reps, args.warmup, flush)
+    triton_us = device_us(triton, args.reps, args.warmup, flush)
     return {"kernel": kernel, "shape": shape, "dtype": str(DTYPE).replace("torch.", ""), "eager_us": eager_us,
-            "triton_us": triton_us, "speedup": eager_us / triton_us, "bytes": moved_bytes,
-            "triton_gbps": moved_bytes / triton_us / 1e3, "eager_gbps": moved_bytes / eager_us / 1e3,
-            "max_abs_diff": max_diff}
+            "triton_us": triton_us, "speedup": eager_us / triton_us, "bytes": moved,
+            "triton_gbps": moved / triton_us / 1e3, "eager_gbps": moved / eager_us / 1e3,
+            "eager_call_us": call_us(eager, args.reps, args.warmup, flush),
+            "triton_call_us": call_us(triton, args.reps, args.warmup, flush),
+            "size_copy_gbps": copy_gbps(moved, args.reps, args.warmup, flush),
+            "max_abs_diff": (out.float() - want.float()).abs().max().item()}
 
 
 def print_table(rows, copy: float) -> None:
-    header = f"| {'kernel':<20} | {'shape':<40} | {'eager us':>9} | {'triton us':>9} | {'speed-up':>8} | " \
-             f"{'GB/s':>7} | {'% of copy':>9} | {'max diff':>9} |"
+    header = (f"| {'kernel':<19} | {'shape':<46} | {'eager us':>8} | {'triton us':>9} | {'speed-up':>8} | "
+              f"{'GB/s':>6} | {'% of copy':>9} | {'% size copy':>11} | {'call us e/t':>13} | {'max diff':>8} |")
     print(header)
     print("|" + "|".join("-" * (len(col)) for col in header.split("|")[1:-1]) + "|")
     for r in rows:
-        print(f"| {r['kernel']:<20} | {r['shape']:<40} | {r['eager_us']:>9.1f} | {r['triton_us']:>9.1f} | "
-              f"{r['speedup']:>7.2f}x | {r['triton_gbps']:>7.0f} | {100 * r['triton_gbps'] / copy:>8.0f}% | "
-              f"{r['max_abs_diff']:>9.2e} |")
-    print(f"\ncopy ceiling (device-to-device, {COPY_BYTES >> 20} MiB): {copy:.0f} GB/s")
+        print(f"| {r['kernel']:<19} | {r['shape']:<46} | {r['eager_us']:>8.1f} | {r['triton_us']:>9.1f} | "
+              f"{r['speedup']:>7.2f}x | {r['triton_gbps']:>6.0f} | {100 * r['triton_gbps'] / copy:>8.0f}% | "
+              f"{100 * r['triton_gbps'] / r['size_copy_gbps']:>10.0f}% | "
+              f"{r['eager_call_us']:>6.0f}/{r['triton_call_us']:<6.0f} | {r['max_abs_diff']:>8.1e} |")
+    print(f"\ncopy ceiling (device-to-device, moving {COPY_BYTES >> 20} MiB): {copy:.0f} GB/s; times are GPU time from CUDA "
+          "graph replays (L2 flushed); `call us` is the eager Python call (eager / triton); * = default path")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="JSON path (default benchmarks/results/kernels-<gpu>-<date>.json)")
     parser.add_argument("--reps", type=int, default=100)
-    parser.add_argument("--warmup", type=int, default=25)
+    parser.add_argument("--warmup", type=int, default=10)
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("benchmarks/kernels.py needs a CUDA GPU (the Triton kernels and CUDA-event timing); none found")
@@ -144,7 +187,7 @@ def main() -> None:
 
     flush = torch.empty(FLUSH_BYTES, dtype=torch.uint8, device="cuda")
     gen = torch.Generator(device="cuda").manual_seed(0)
-    copy = copy_gbps(args.reps, args.warmup, flush)
+    copy = copy_gbps(COPY_BYTES, args.reps, args.warmup, flush)
     rows = bench_norm_relu_rearrange(args, flush, gen) + bench_group_norm_act(args, flush, gen)
     for r in rows:
         r["copy_fraction"] = r["triton_gbps"] / copy

@@ -3,7 +3,7 @@
     python export/build_engine.py --task depth [--preset nyu] [--checkpoint CKPT] [--backend auto]
 
 auto = TensorRT FP16 when TensorRT imports and a GPU is present, else AOTInductor (CUDA when present, else
-CPU), and ONNX always. Every artifact is written atomically with a JSON sidecar, validated against eager
+CPU), and ONNX always. torch-tensorrt = torch_tensorrt.dynamo on the exported program, saved as a `.pt2`. Every artifact is written atomically with a JSON sidecar, validated against eager
 fp32 on fresh random inputs, and listed in a closing table (size, parity error, median latency here).
 With no checkpoint it builds the bundled default model.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import statistics
 import sys
 import time
@@ -21,7 +22,7 @@ import torch
 from mp_deploy.artifacts import Sidecar, read_sidecar, sha256_file, write_sidecar, gpu_info
 from mp_deploy.configs import DEFAULT_PRESET, PRESETS
 from mp_deploy.engine import Engine
-from mp_deploy.export import aoti, onnx_export, tensorrt_build
+from mp_deploy.export import aoti, onnx_export, tensorrt_build, torch_tensorrt_build
 from mp_deploy.export.networks import ShapeRange, TaskNetwork
 from mp_deploy.export.validate import ParityError, check_parity, tensorrt_graph_problems
 
@@ -94,7 +95,7 @@ def load_source(args):
 def artifact_name(network: TaskNetwork, backend: str, device: str) -> str:
     stem = f"{network.task}-{network.preset['name']}-{network.size}-{network.precision}"
     return {"onnx": f"{stem}.onnx", "onnx-trt": f"{stem}.trt.onnx", "aoti": f"{stem}-{device}.pt2",
-            "tensorrt": f"{stem}.engine"}[backend]
+            "tensorrt": f"{stem}.engine", "torch-tensorrt": f"{stem}-torch-trt.pt2"}[backend]
 
 
 def up_to_date(path: Path, source: dict, network: TaskNetwork) -> bool:
@@ -129,10 +130,13 @@ def plan_backends(requested: str, device: str) -> list[str]:
         if not trt_ok:
             log(f"TensorRT skipped: {trt_reason}; building AOTInductor ({device}) and ONNX")
         return backends
+    torch_trt_ok, torch_trt_reason = torch_tensorrt_build.available()
     if requested == "all":
-        return ["onnx", "aoti"] + (["tensorrt"] if trt_ok else [])
+        return ["onnx", "aoti"] + (["tensorrt"] if trt_ok else []) + (["torch-tensorrt"] if torch_trt_ok else [])
     if requested == "tensorrt" and not trt_ok:
         raise SystemExit(f"--backend tensorrt: {trt_reason}")
+    if requested == "torch-tensorrt" and not torch_trt_ok:
+        raise SystemExit(f"--backend torch-tensorrt: {torch_trt_reason}")
     return [requested]
 
 
@@ -168,7 +172,8 @@ def build(args) -> list[dict]:
                     extras = write_artifact(kind, network, path, args)
                     sidecar = Sidecar(task=network.task, preset=network.preset, size=network.size,
                                       backend="onnx" if kind == "onnx-trt" else backend_tag,
-                                      device="cuda" if kind == "tensorrt" else (device if kind == "aoti" else "cpu"),
+                                      device="cuda" if kind in ("tensorrt", "torch-tensorrt") else
+                                      (device if kind == "aoti" else "cpu"),
                                       precision=precision, shapes=shapes.as_dict(), input=network.io[0],
                                       output=network.io[1], source=source, gpu=gpu_info(),
                                       extra_files=extras or [])
@@ -193,6 +198,9 @@ def write_artifact(kind: str, network: TaskNetwork, path: Path, args) -> list[st
         return extras
     if kind == "aoti":
         aoti.export_aoti(network, path, kernels=network.device == "cuda" and args.kernels == "on")
+        return []
+    if kind == "torch-tensorrt":
+        torch_tensorrt_build.build_package(network, path, optimization_level=args.opt_level)
         return []
     if kind == "tensorrt":
         onnx_path = path.with_name(artifact_name(network, "onnx-trt", network.device))
@@ -232,7 +240,7 @@ def parse_args(argv=None):
     ap.add_argument("--sd-weights", help="SD-1.5 weights (file or diffusers folder) for a full-size model "
                                          "with fresh heads, when no --checkpoint is given")
     ap.add_argument("--size", choices=["tiny", "sd15"], help="size of the bundled default model (default tiny)")
-    ap.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "aoti", "onnx", "all"])
+    ap.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "aoti", "onnx", "torch-tensorrt", "all"])
     ap.add_argument("--precision", default="auto", choices=["auto", "fp16", "fp32"],
                     help="auto: fp16 on CUDA, fp32 on CPU")
     ap.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when present")
@@ -247,13 +255,16 @@ def parse_args(argv=None):
     # (benchmarks/results/gpu_check-nvidia-h200-2026-11-27-run1.txt); plain Inductor kernels are used instead
     ap.add_argument("--kernels", default="off", choices=["on", "off"],
                     help="compile our Triton kernels into CUDA AOTInductor packages (default off)")
-    ap.add_argument("--opt-level", type=int, default=3, help="TensorRT builder optimization level (0-5)")
+    ap.add_argument("--opt-level", type=int, default=3,
+                    help="TensorRT builder optimization level (0-5; tensorrt and torch-tensorrt)")
     ap.add_argument("--runs", type=int, default=5, help="timed runs per artifact for the latency column")
     return ap.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # a kill (timeout, Ctrl-C from a supervisor) unwinds like an exception: no temporary artifact is left
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         rows = build(args)
     except ValueError as e:  # bad shape ranges and the like

@@ -5,10 +5,12 @@ The channels of one group are contiguous in memory, so a (batch, group) pair is 
 - split (large groups): `_group_stats_kernel` reduces each row in SPLIT chunks to partial moments, then
   `_group_norm_apply_kernel` combines them (Chan's parallel formula) and normalises. Two launches, with
   enough programs to fill the GPU even at batch 1 (32 groups would otherwise use 32 SMs).
-- fused (small groups): `_group_norm_fused_kernel`, one program per row, two passes over it (the second
-  one hits L1/L2). One launch; also the TensorRT AOT plugin's kernel, which must be a single kernel.
+- fused (small groups): `_group_norm_fused_kernel`, one program per row. One launch: rows of up to
+  FUSED_MAX_GROUP elements are held in registers (one read); longer rows (the TensorRT AOT plugin, which
+  must be a single kernel of fixed block size) take two passes, the second one from L1/L2.
 Every kernel takes (input pointers, int scalars, output pointers, constexprs): the order in which TensorRT
-AOT plugins pass arguments (kernels/tensorrt_plugins.py compiles these same kernels).
+AOT plugins pass arguments (kernels/tensorrt_plugins.py compiles these same kernels). Int scalars are never
+used as tensors (`x.to(...)`): torch's mutation analysis compiles the kernels with them as Python ints.
 """
 import torch
 import triton
@@ -17,8 +19,8 @@ from torch.library import wrap_triton
 
 STATS_BLOCK = 1024
 APPLY_BLOCK = 2048
-FUSED_BLOCK = 2048
-FUSED_MAX_GROUP = 8192  # rows up to this size take the fused path (one read from DRAM, one from cache)
+FUSED_BLOCK = 2048  # the two-pass fused kernel's block (TensorRT plugin)
+FUSED_MAX_GROUP = 16384  # rows up to this size are one register tile: 32 fp32 values per thread at 16 warps
 STATS_PROGRAMS = 512  # stats programs to aim for: about 4 per SM on an H100
 MAX_SPLIT = 64
 NUM_WARPS = 4
@@ -65,7 +67,7 @@ def _row_moments(x_ptr, stats_ptr, rows, row_mask, group_numel, EPS: tl.constexp
     count = tl.load(part, mask=mask, other=0.0)
     mean_i = tl.load(part + SPLIT, mask=mask, other=0.0)
     m2_i = tl.load(part + 2 * SPLIT, mask=mask, other=0.0)
-    n = group_numel.to(tl.float32)
+    n = tl.cast(group_numel, tl.float32)
     mean = tl.sum(count * mean_i, 1) / n
     dev = mean_i - mean[:, None]
     var = tl.sum(m2_i + count * dev * dev, 1) / n
@@ -101,30 +103,41 @@ def _group_norm_apply_kernel(x_ptr, stats_ptr, w_ptr, b_ptr, group_numel, hw, gr
 
 @triton.jit
 def _group_norm_fused_kernel(x_ptr, w_ptr, b_ptr, group_numel, hw, groups, y_ptr,
-                             EPS: tl.constexpr, SILU: tl.constexpr, BLOCK: tl.constexpr):
-    """Program (row,): statistics of the whole row, then normalise it."""
+                             EPS: tl.constexpr, SILU: tl.constexpr, BLOCK: tl.constexpr, ONE_TILE: tl.constexpr):
+    """Program (row,): statistics of the whole row, then normalise it. ONE_TILE: the row fits in BLOCK."""
     row = tl.program_id(0)
     base = row.to(tl.int64) * group_numel
-    shift = tl.load(x_ptr + base).to(tl.float32)  # see `_group_stats_kernel`
-    acc = tl.zeros([BLOCK], tl.float32)
-    acc_sq = tl.zeros([BLOCK], tl.float32)
-    for off in range(0, group_numel, BLOCK):
-        idx = off + tl.arange(0, BLOCK)
-        mask = idx < group_numel
-        d = tl.where(mask, tl.load(x_ptr + base + idx, mask=mask, other=0.0).to(tl.float32) - shift, 0.0)
-        acc += d
-        acc_sq += d * d
-    n = group_numel.to(tl.float32)
-    mean_d = tl.sum(acc, 0) / n
-    var = tl.maximum(tl.sum(acc_sq, 0) / n - mean_d * mean_d, 0.0)
-    rstd = 1.0 / tl.sqrt(var + EPS)
     first_channel = (row % groups) * (group_numel // hw)
-    for off in range(0, group_numel, BLOCK):
-        idx = off + tl.arange(0, BLOCK)
+    n = tl.cast(group_numel, tl.float32)
+    if ONE_TILE:  # exact two-pass moments from registers: one read of x
+        idx = tl.arange(0, BLOCK)
         mask = idx < group_numel
         x = tl.load(x_ptr + base + idx, mask=mask, other=0.0).to(tl.float32)
+        shift = tl.load(x_ptr + base).to(tl.float32)  # see `_group_stats_kernel`
+        mean_d = tl.sum(tl.where(mask, x - shift, 0.0), 0) / n
+        d = tl.where(mask, x - shift - mean_d, 0.0)
+        rstd = 1.0 / tl.sqrt(tl.sum(d * d, 0) / n + EPS)
         y = _normalize(x, shift, mean_d, rstd, w_ptr, b_ptr, first_channel + idx // hw, mask, SILU)
         tl.store(y_ptr + base + idx, y.to(y_ptr.dtype.element_ty), mask=mask)
+    else:
+        shift = tl.load(x_ptr + base).to(tl.float32)  # see `_group_stats_kernel`
+        acc = tl.zeros([BLOCK], tl.float32)
+        acc_sq = tl.zeros([BLOCK], tl.float32)
+        for off in range(0, group_numel, BLOCK):
+            idx = off + tl.arange(0, BLOCK)
+            mask = idx < group_numel
+            d = tl.where(mask, tl.load(x_ptr + base + idx, mask=mask, other=0.0).to(tl.float32) - shift, 0.0)
+            acc += d
+            acc_sq += d * d
+        mean_d = tl.sum(acc, 0) / n
+        var = tl.maximum(tl.sum(acc_sq, 0) / n - mean_d * mean_d, 0.0)
+        rstd = 1.0 / tl.sqrt(var + EPS)
+        for off in range(0, group_numel, BLOCK):
+            idx = off + tl.arange(0, BLOCK)
+            mask = idx < group_numel
+            x = tl.load(x_ptr + base + idx, mask=mask, other=0.0).to(tl.float32)
+            y = _normalize(x, shift, mean_d, rstd, w_ptr, b_ptr, first_channel + idx // hw, mask, SILU)
+            tl.store(y_ptr + base + idx, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 def stats_split(rows: int, group_numel: int) -> int:
@@ -166,9 +179,11 @@ def group_norm_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, gr
     if fused is None:
         fused = group_numel <= FUSED_MAX_GROUP
     if fused:
+        one_tile = group_numel <= FUSED_MAX_GROUP
+        block = max(16, triton.next_power_of_2(group_numel)) if one_tile else FUSED_BLOCK
         wrap_triton(_group_norm_fused_kernel)[(rows,)](
             x, weight, bias, group_numel, hw, groups, y,
-            EPS=eps, SILU=silu, BLOCK=FUSED_BLOCK, num_warps=NUM_WARPS)
+            EPS=eps, SILU=silu, BLOCK=block, ONE_TILE=one_tile, num_warps=min(16, max(4, block // 512)))
     else:
         stats = group_stats(x, groups)
         grid = (triton.cdiv(group_numel, APPLY_BLOCK), rows)

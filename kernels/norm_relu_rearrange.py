@@ -15,10 +15,11 @@ from torch.library import wrap_triton
 
 from .group_norm import _row_moments, group_stats
 
-BLOCK_HW = 128
-BLOCK_C = 32
+BLOCK_HW = 32  # spatial tile when the shape is unknown at compile time (TensorRT plugin, dynamic shapes)
+BLOCK_C = 64
 NUM_WARPS = 4
 NUM_STAGES = 3
+TARGET_PROGRAMS = 264  # about 2 programs per SM on an H100/H200: the depth neck at batch 1 is only 4096 pixels
 
 
 @triton.jit
@@ -74,6 +75,15 @@ def block_n(n_prompts: int) -> int:
     return min(64, max(16, triton.next_power_of_2(n_prompts)))
 
 
+def block_hw(hw: int, n_tiles: int, batch: int) -> int:
+    """Spatial tile, 16..128: the widest one that still gives TARGET_PROGRAMS programs (wide tiles read x in
+    longer contiguous runs; narrow ones keep every SM busy on small maps)."""
+    tile = 128
+    while tile > 16 and n_tiles * batch * triton.cdiv(hw, tile) < TARGET_PROGRAMS:
+        tile //= 2
+    return tile
+
+
 def dot_in_fp32(dtype: torch.dtype) -> bool:
     """fp32 inputs keep fp32 operands. So does bf16 under TRITON_INTERPRET: the interpreter multiplies bf16
     dot operands as their raw uint16 bits."""
@@ -82,8 +92,10 @@ def dot_in_fp32(dtype: torch.dtype) -> bool:
 
 
 def norm_relu_rearrange(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int, eps: float,
-                        prompts: torch.Tensor) -> torch.Tensor:
-    """relu(group_norm(x)) contracted with prompts: x (B, C, H, W), prompts (B, N, C) -> (B, N, H, W), x's dtype."""
+                        prompts: torch.Tensor, tile_hw: int | None = None) -> torch.Tensor:
+    """relu(group_norm(x)) contracted with prompts: x (B, C, H, W), prompts (B, N, C) -> (B, N, H, W), x's dtype.
+
+    `tile_hw` forces the spatial tile (tests, benchmark sweeps); by default `block_hw` picks it."""
     if x.dim() != 4 or prompts.dim() != 3 or prompts.shape[0] != x.shape[0] or prompts.shape[2] != x.shape[1]:
         raise ValueError(f"norm_relu_rearrange: need x (B, C, H, W) and prompts (B, N, C), got "
                          f"{tuple(x.shape)} and {tuple(prompts.shape)}")
@@ -98,10 +110,12 @@ def norm_relu_rearrange(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     x, prompts = x.contiguous(), prompts.contiguous()
     stats = group_stats(x, groups)
     bn = block_n(n_prompts)
-    grid = (triton.cdiv(n_prompts, bn), triton.cdiv(hw, BLOCK_HW), batch)
+    n_tiles = triton.cdiv(n_prompts, bn)
+    bhw = tile_hw or block_hw(hw, n_tiles, batch)
+    grid = (n_tiles, triton.cdiv(hw, bhw), batch)
     wrap_triton(_norm_relu_rearrange_kernel)[grid](
         x, stats, weight.contiguous(), bias.contiguous(), prompts, channels, hw, n_prompts, groups, out,
         EPS=eps, SPLIT=stats.shape[-1], GROUPS_BLOCK=max(2, triton.next_power_of_2(groups)),
-        BLOCK_N=bn, BLOCK_C=BLOCK_C, BLOCK_HW=BLOCK_HW, DOT_IN_FP32=dot_in_fp32(x.dtype),
+        BLOCK_N=bn, BLOCK_C=BLOCK_C, BLOCK_HW=bhw, DOT_IN_FP32=dot_in_fp32(x.dtype),
         num_warps=NUM_WARPS, num_stages=NUM_STAGES)
     return out

@@ -102,14 +102,14 @@ def group_stats_spec(x_type: str):
 
 
 def norm_relu_rearrange_spec(x_type: str, w_type: str, b_type: str, p_type: str, groups: int, eps: float,
-                             block_n: int):
+                             block_n: int, block_hw: Optional[int] = None):
     from . import norm_relu_rearrange as nrr
 
     params = (("x_ptr", "*" + x_type), ("stats_ptr", "*fp32"), ("w_ptr", "*" + w_type), ("b_ptr", "*" + b_type),
               ("p_ptr", "*" + p_type), ("channels", "i32"), ("hw", "i32"), ("n_prompts", "i32"), ("groups", "i32"),
               ("out_ptr", "*" + x_type))
     constexprs = (("EPS", float(eps)), ("SPLIT", STATS_SPLIT), ("GROUPS_BLOCK", max(2, 1 << (groups - 1).bit_length())),
-                  ("BLOCK_N", block_n), ("BLOCK_C", nrr.BLOCK_C), ("BLOCK_HW", nrr.BLOCK_HW),
+                  ("BLOCK_N", block_n), ("BLOCK_C", nrr.BLOCK_C), ("BLOCK_HW", block_hw or nrr.BLOCK_HW),
                   ("DOT_IN_FP32", x_type == "fp32"))
     return nrr._norm_relu_rearrange_kernel, params, constexprs, nrr.NUM_WARPS, nrr.NUM_STAGES
 
@@ -119,7 +119,7 @@ def group_norm_act_spec(x_type: str, w_type: str, b_type: str, eps: float, silu:
 
     params = (("x_ptr", "*" + x_type), ("w_ptr", "*" + w_type), ("b_ptr", "*" + b_type), ("group_numel", "i32"),
               ("hw", "i32"), ("groups", "i32"), ("y_ptr", "*" + x_type))
-    constexprs = (("EPS", float(eps)), ("SILU", bool(silu)), ("BLOCK", gn.FUSED_BLOCK))
+    constexprs = (("EPS", float(eps)), ("SILU", bool(silu)), ("BLOCK", gn.FUSED_BLOCK), ("ONE_TILE", False))
     return gn._group_norm_fused_kernel, params, constexprs, gn.NUM_WARPS, 1
 
 
@@ -174,10 +174,14 @@ def register_plugins() -> None:
         shape = x.shape_expr
         n_prompts, hw = prompts.shape_expr[1], shape[2] * shape[3]
         block_n = nrr.block_n(_constant(n_prompts, 64))
+        fixed_hw, fixed_batch = _constant(hw, 0), _constant(shape[0], 0)
+        block_hw = nrr.BLOCK_HW  # dynamic shapes: a middle tile; fixed ones get the torch op's choice
+        if fixed_hw and fixed_batch:
+            block_hw = nrr.block_hw(fixed_hw, -(-_constant(n_prompts, 64) // block_n), fixed_batch)
         compiled = compile_kernel(*norm_relu_rearrange_spec(
             _triton_type(x.dtype), _triton_type(weight.dtype), _triton_type(bias.dtype), _triton_type(prompts.dtype),
-            groups, eps, block_n))
-        grid = (trtp.cdiv(n_prompts, block_n), trtp.cdiv(hw, nrr.BLOCK_HW), shape[0])
+            groups, eps, block_n, block_hw))
+        grid = (trtp.cdiv(n_prompts, block_n), trtp.cdiv(hw, block_hw), shape[0])
         return _launch(compiled, grid, [shape[1], hw, n_prompts, groups])
 
     @trtp.register(_plugin_id(GROUP_NORM_ACT))

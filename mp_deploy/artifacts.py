@@ -53,7 +53,7 @@ def tensorrt_version() -> str | None:
 def runtime_versions() -> dict:
     versions = {"mp_deploy": __version__, "torch": torch.__version__, "cuda": torch.version.cuda,
                 "python": platform.python_version(), "tensorrt": tensorrt_version()}
-    for name in ("onnx", "onnxruntime", "triton", "diffusers"):
+    for name in ("onnx", "onnxruntime", "triton", "diffusers", "torch_tensorrt"):
         try:
             versions[name] = __import__(name).__version__
         except ImportError:
@@ -160,13 +160,13 @@ def check_machine_matches(meta: dict, artifact) -> None:
         if here is None:
             raise ArtifactError(f"{artifact} was built for CUDA ({built_gpu and built_gpu['name']}); "
                                 "this machine has no CUDA device")
-        if meta["backend"] == "tensorrt" and here["name"] != built_gpu["name"]:
+        if meta["backend"] in ("tensorrt", "torch-tensorrt") and here["name"] != built_gpu["name"]:
             raise ArtifactError(f"{artifact} was built for {built_gpu['name']}, this GPU is {here['name']}: "
                                 "TensorRT engines are GPU-specific, rebuild it here")
         if here["compute_capability"] != built_gpu["compute_capability"]:
             raise ArtifactError(f"{artifact} was built for compute capability {built_gpu['compute_capability']} "
                                 f"({built_gpu['name']}), this GPU is {here['compute_capability']} ({here['name']})")
-    if meta["backend"] == "tensorrt":
+    if meta["backend"] in ("tensorrt", "torch-tensorrt"):
         built, here = meta["versions"].get("tensorrt"), tensorrt_version()
         if here is None:
             raise ArtifactError(f"{artifact} is a TensorRT {built} engine; TensorRT is not installed here")

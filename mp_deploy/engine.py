@@ -103,6 +103,11 @@ class Engine:
         meta = read_sidecar(path)
         device = device or meta["device"]
         if meta["backend"] in ("aoti", "torch-tensorrt"):
+            if meta["backend"] == "torch-tensorrt":
+                import torch_tensorrt  # noqa: F401  (its runtime op runs the engines inside the package)
+                from mp_deploy.kernels.tensorrt_plugins import register_plugins
+
+                register_plugins()
             runner = _AOTIRunner(path, meta["device"])
         elif meta["backend"] == "onnx":
             runner = _ONNXRunner(path, device)

@@ -14,7 +14,7 @@ import torch
 
 from mp_deploy.artifacts import ArtifactError, read_sidecar, sidecar_path
 from mp_deploy.engine import Engine, EngineError
-from mp_deploy.export import build_engine, onnx_export, tensorrt_build
+from mp_deploy.export import build_engine, onnx_export, tensorrt_build, torch_tensorrt_build
 from mp_deploy.export.networks import ShapeRange, TaskNetwork
 from mp_deploy.export.validate import norm_input_types, rel_l2, tensorrt_graph_problems
 from mp_deploy.models import seeded_model
@@ -170,7 +170,7 @@ def test_corrupted_and_mismatched_artifacts_are_refused(built, tmp_path):
 
 
 def test_failed_export_leaves_nothing(tmp_path, monkeypatch):
-    def boom(program, package_path):
+    def boom(program, package_path, **configs):
         Path(package_path).write_bytes(b"half")
         raise RuntimeError("compiler crashed")
 
@@ -180,6 +180,35 @@ def test_failed_export_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="compiler crashed"):
         aoti.export_aoti(network, tmp_path / "pose.pt2", program=torch.export.export(
             network.model, (network.sample(),)))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_killed_build_leaves_nothing(tmp_path):
+    """A build stopped by SIGTERM (a timeout, a supervisor) mid-write removes its temporary artifact."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    # build_engine's own main(), with an export that writes part of its file and then hangs
+    code = (
+        "import sys, time\n"
+        "from mp_deploy.checkpoints import atomic_write\n"
+        "from mp_deploy.export import build_engine, onnx_export\n"
+        "def hang(network, path, flavour='standard'):\n"
+        "    def write(tmp):\n"
+        "        open(tmp, 'wb').write(b'half')\n"
+        "        time.sleep(600)\n"
+        "    atomic_write(path, write)\n"
+        "onnx_export.export_onnx = hang\n"
+        f"sys.exit(build_engine.main(['--task', 'pose', '--backend', 'onnx', '--out-dir', {str(tmp_path)!r}]))\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not any(p.stat().st_size for p in tmp_path.iterdir()):  # the temporary file, half written
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "timeout"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM
     assert list(tmp_path.iterdir()) == []
 
 
@@ -237,6 +266,65 @@ def test_tensorrt_builder_calls(tmp_path, monkeypatch):
     assert calls["plugins"] == 1
     assert (tmp_path / "m.engine").read_bytes() == b"ENGINE"
     assert (tmp_path / "timing.cache").read_bytes() == b"CACHE"
+
+
+def test_torch_tensorrt_route_up_to_the_compile_call(tmp_path, monkeypatch):
+    """--backend torch-tensorrt: what it hands torch_tensorrt (not installable here) and what it saves."""
+    calls = {}
+
+    def compile(program, **kwargs):
+        calls["compile"] = (program, kwargs)
+        return "trt-module"
+
+    def save(module, path, **kwargs):
+        calls["save"] = (module, kwargs)
+        Path(path).write_bytes(b"PT2")
+
+    fake = types.SimpleNamespace(__version__="2.9", Input=lambda **kw: kw, dynamo=types.SimpleNamespace(compile=compile),
+                                 save=save)
+    monkeypatch.setattr(torch_tensorrt_build, "torch_tensorrt", fake)
+    monkeypatch.setattr(torch_tensorrt_build, "register_converters", lambda: calls.setdefault("converters", True))
+    network = TaskNetwork(seeded_model("depth", refine_steps=1), "fp16", ShapeRange((1, 1, 1), (64, 64, 64), (64, 64, 64)))
+    torch_tensorrt_build.build_package(network, tmp_path / "depth.pt2", optimization_level=4)
+
+    program, kwargs = calls["compile"]
+    targets = {n.target for n in program.graph.nodes if n.op == "call_function"}
+    assert torch.ops.mp_deploy.norm_relu_rearrange.default in targets  # becomes the TensorRT plugin pair
+    assert kwargs["use_explicit_typing"] and kwargs["optimization_level"] == 4
+    (images,) = kwargs["arg_inputs"]
+    assert (images["min_shape"], images["max_shape"], images["dtype"]) == ((1, 3, 64, 64), (1, 3, 64, 64),
+                                                                         torch.float16)
+    module, save_kwargs = calls["save"]
+    assert module == "trt-module" and save_kwargs["output_format"] == "aot_inductor" and save_kwargs["retrace"]
+    assert calls["converters"] and [p.name for p in tmp_path.iterdir()] == ["depth.pt2"]
+
+
+def test_torch_tensorrt_converters_map_the_ops_to_the_plugins(monkeypatch):
+    import sys
+
+    from mp_deploy.kernels import tensorrt_plugins
+
+    converters, added = {}, []
+    conversion = types.ModuleType("torch_tensorrt.dynamo.conversion")
+    conversion.dynamo_tensorrt_converter = lambda key, **kw: (lambda fn: converters.setdefault(key, fn))
+    utils = types.ModuleType("torch_tensorrt.dynamo.conversion.converter_utils")
+    utils.get_trt_tensor = lambda ctx, value, name: f"T({name})"
+    for name, module in [("torch_tensorrt", types.ModuleType("torch_tensorrt")),
+                         ("torch_tensorrt.dynamo", types.ModuleType("torch_tensorrt.dynamo")),
+                         ("torch_tensorrt.dynamo.conversion", conversion),
+                         ("torch_tensorrt.dynamo.conversion.converter_utils", utils)]:
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr(tensorrt_plugins, "add_norm_relu_rearrange", lambda *a: added.append(("nrr",) + a) or "out1")
+    monkeypatch.setattr(tensorrt_plugins, "add_group_norm_act", lambda *a: added.append(("gn",) + a) or "out2")
+    monkeypatch.setattr(torch_tensorrt_build, "_converters_registered", False)
+    torch_tensorrt_build.register_converters()
+    ctx = types.SimpleNamespace(net="network")
+    nrr = converters[torch.ops.mp_deploy.norm_relu_rearrange.default]
+    gn = converters[torch.ops.mp_deploy.group_norm_act.default]
+    assert nrr(ctx, None, ("x", "w", "b", 16, 1e-5, "p"), {}, "neck") == "out1"
+    assert gn(ctx, None, ("x", "w", "b", 32, 1e-6, True), {}, "gn") == "out2"
+    assert added == [("nrr", "network", "T(neck_in0)", "T(neck_in1)", "T(neck_in2)", "T(neck_in3)", 16, 1e-5),
+                     ("gn", "network", "T(gn_in0)", "T(gn_in1)", "T(gn_in2)", 32, 1e-6, True)]
 
 
 @pytest.mark.skipif(tensorrt_build.trt is None, reason="TensorRT is not installed (not installable on this machine)")

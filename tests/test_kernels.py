@@ -81,10 +81,15 @@ def _case_id(case) -> str:
 
 @needs_kernels
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("fused", [True, False], ids=["fused", "split"])
+@pytest.mark.parametrize("path", ["fused", "fused-two-pass", "split"])
 @pytest.mark.parametrize("shape,groups,silu", GROUP_NORM_CASES, ids=[_case_id(c) for c in GROUP_NORM_CASES])
-def test_group_norm_act_matches_reference(shape, groups, silu, fused, dtype):
+def test_group_norm_act_matches_reference(shape, groups, silu, path, dtype, monkeypatch):
+    from mp_deploy.kernels import group_norm
     from mp_deploy.kernels.group_norm import group_norm_act
+
+    fused = path != "split"
+    if path == "fused-two-pass":  # rows longer than one register tile: the TensorRT plugin's loop
+        monkeypatch.setattr(group_norm, "FUSED_MAX_GROUP", 8)
 
     x = _randn(*shape, dtype=dtype, scale=2.0, shift=0.5)
     weight, bias = _affine(shape[1], dtype)
@@ -95,10 +100,15 @@ def test_group_norm_act_matches_reference(shape, groups, silu, fused, dtype):
 
 
 @needs_kernels
-@pytest.mark.parametrize("fused", [True, False], ids=["fused", "split"])
-def test_group_norm_statistics_survive_large_mean(fused):
+@pytest.mark.parametrize("path", ["fused", "fused-two-pass", "split"])
+def test_group_norm_statistics_survive_large_mean(path, monkeypatch):
     """|mean| >> std: naive E[x^2] - E[x]^2 in fp32 would lose most digits of the variance."""
+    from mp_deploy.kernels import group_norm
     from mp_deploy.kernels.group_norm import group_norm_act
+
+    fused = path != "split"
+    if path == "fused-two-pass":
+        monkeypatch.setattr(group_norm, "FUSED_MAX_GROUP", 8)
 
     x = _randn(2, 32, 17, 17, scale=0.01, shift=300.0)
     weight, bias = _affine(32, torch.float32)
@@ -107,28 +117,31 @@ def test_group_norm_statistics_survive_large_mean(fused):
     torch.testing.assert_close(out.double(), ref, atol=2e-3, rtol=2e-3)
 
 
-# (x shape, prompts): C=48/80 are not multiples of BLOCK_C=32; 12x12=144 positions span two 128-wide tiles;
-# 150 prompts need three 64-prompt tiles, 17 a 32-prompt tile, 1 a (masked) 16-prompt tile
+# (x shape, prompts, spatial tile): C=48/80 are not multiples of BLOCK_C=64; 12x12=144 positions span
+# 16-wide tiles, or three 64-wide ones with a masked end; 150 prompts need three 64-prompt tiles, 17 a
+# 32-prompt tile, 1 a (masked) 16-prompt tile; None = the launcher's own tile choice
 NORM_RELU_REARRANGE_CASES = [
-    ((1, 48, 7, 9), 1),
-    ((3, 80, 13, 5), 50),
-    ((2, 32, 4, 4), 150),
-    ((1, 48, 12, 12), 17),
+    ((1, 48, 7, 9), 1, None),
+    ((3, 80, 13, 5), 50, None),
+    ((3, 80, 13, 5), 50, 128),
+    ((2, 32, 4, 4), 150, None),
+    ((1, 48, 12, 12), 17, None),
+    ((1, 48, 12, 12), 17, 64),
 ]
 
 
 @needs_kernels
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("shape,n_prompts", NORM_RELU_REARRANGE_CASES,
+@pytest.mark.parametrize("shape,n_prompts,tile_hw", NORM_RELU_REARRANGE_CASES,
                          ids=[_case_id(c) for c in NORM_RELU_REARRANGE_CASES])
-def test_norm_relu_rearrange_matches_reference(shape, n_prompts, dtype):
+def test_norm_relu_rearrange_matches_reference(shape, n_prompts, tile_hw, dtype):
     from mp_deploy.kernels.norm_relu_rearrange import norm_relu_rearrange
 
     batch, channels = shape[:2]
     x = _randn(*shape, dtype=dtype, scale=2.0, shift=0.5)
     weight, bias = _affine(channels, dtype)
     prompts = _randn(batch, n_prompts, channels, dtype=dtype, scale=channels ** -0.5, seed=3)
-    out = norm_relu_rearrange(x, weight, bias, 16, 1e-5, prompts)
+    out = norm_relu_rearrange(x, weight, bias, 16, 1e-5, prompts, tile_hw=tile_hw)
     with ops.use_kernels(False):
         ref = ops.norm_relu_rearrange(x.float(), weight.float(), bias.float(), 16, 1e-5, prompts.float())
     _assert_matches(out, ref, dtype)
@@ -137,7 +150,7 @@ def test_norm_relu_rearrange_matches_reference(shape, n_prompts, dtype):
 def _inputs(dtype=torch.float32, device=DEVICE):
     x = _randn(2, 32, 5, 7, dtype=dtype).to(device)
     weight, bias = (t.to(device) for t in _affine(32, dtype))
-    prompts = _randn(2, 10, 32, dtype=dtype, seed=3).to(device)
+    prompts = _randn(2, 10, 32, dtype=dtype, scale=32 ** -0.5, seed=3).to(device)  # model-like magnitudes
     return x, weight, bias, prompts
 
 
@@ -207,6 +220,7 @@ def test_export_keeps_the_ops_on_cpu():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="AOTInductor compiles the Triton kernels for CUDA only")
 def test_aoti_package_contains_the_triton_kernels(tmp_path):
+    """Built here, then loaded and run in a fresh process, as a deployment would (a crash there fails the test)."""
     import zipfile
 
     model = _Neck().cuda().half().eval()
@@ -217,14 +231,22 @@ def test_aoti_package_contains_the_triton_kernels(tmp_path):
         blob = b"".join(package.read(name) for name in package.namelist())
     assert b"_norm_relu_rearrange_kernel" in blob and b"_group_stats_kernel" in blob
     with torch.no_grad():
-        torch.testing.assert_close(torch._inductor.aoti_load_package(path)(x, prompts), model(x, prompts),
-                                   atol=2e-2, rtol=2e-2)
+        torch.save({"x": x, "prompts": prompts, "expected": model(x, prompts)}, tmp_path / "io.pt")
+    out = _run_python(
+        "import torch\n"
+        f"io = torch.load({str(tmp_path / 'io.pt')!r})\n"
+        f"run = torch._inductor.aoti_load_package({path!r})\n"
+        "with torch.no_grad():\n"
+        "    got = run(io['x'], io['prompts'])\n"
+        "torch.testing.assert_close(got, io['expected'], atol=2e-2, rtol=2e-2)\n"
+        "print('ok')\n")
+    assert out.strip().endswith("ok")
 
 
 def _run_python(code: str, **env) -> str:
     environ = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     environ.update(env)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environ, timeout=300)
+    done = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code], capture_output=True, text=True, env=environ, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -265,6 +287,12 @@ def test_kernels_compile_to_ptx_for_hopper():
         "         tp.norm_relu_rearrange_spec('fp16', 'fp16', 'fp16', 'fp16', 16, 1e-5, 64),\n"
         "         tp.norm_relu_rearrange_spec('bf16', 'bf16', 'bf16', 'bf16', 16, 1e-5, 16),\n"
         "         tp.norm_relu_rearrange_spec('fp32', 'fp32', 'fp32', 'fp32', 32, 1e-5, 16),\n"
+        "         tp.norm_relu_rearrange_spec('fp16', 'fp16', 'fp16', 'fp16', 16, 1e-5, 64, 16),\n"
+        "         tp.norm_relu_rearrange_spec('fp16', 'fp32', 'fp32', 'fp16', 16, 1e-5, 64, 128),\n"
+        "         (gn._group_norm_fused_kernel,\n"
+        "          (('x_ptr', '*fp16'), ('w_ptr', '*fp16'), ('b_ptr', '*fp16'), ('group_numel', 'i32'),\n"
+        "           ('hw', 'i32'), ('groups', 'i32'), ('y_ptr', '*fp16')),\n"
+        "          (('EPS', 1e-5), ('SILU', True), ('BLOCK', gn.FUSED_MAX_GROUP), ('ONE_TILE', True)), 16, 1),\n"
         "         (gn._group_norm_apply_kernel,\n"
         "          (('x_ptr', '*fp16'), ('stats_ptr', '*fp32'), ('w_ptr', '*fp16'), ('b_ptr', '*fp16'),\n"
         "           ('group_numel', 'i32'), ('hw', 'i32'), ('groups', 'i32'), ('y_ptr', '*fp16')),\n"
@@ -274,3 +302,52 @@ def test_kernels_compile_to_ptx_for_hopper():
         "    assert '.entry ' + kernel.metadata.name in kernel.asm['ptx']\n"
         "print('ok')\n")
     assert out.strip().endswith("ok")
+
+
+# torch.export / AOTInductor run torch's mutation analysis on every Triton kernel call: it compiles the
+# kernel to TTIR and reads which pointers it stores to. If that fails, torch assumes every input is mutated
+# (extra copies) and logs a traceback per call; torch 2.11 passes the int scalars as Python ints there.
+_MUTATION_ANALYSIS = """
+import torch, triton
+import torch._higher_order_ops.triton_kernel_wrap as wrap
+from mp_deploy.kernels import group_norm as gn, norm_relu_rearrange as nrr
+if not torch.cuda.is_available():  # the analysis only needs a target, not a GPU
+    from triton.backends.compiler import GPUTarget
+    class Target:
+        def get_current_target(self):
+            return GPUTarget("cuda", 90, 32)
+    triton.runtime.driver.set_active(Target())
+x, y, w = torch.empty(2, 64, 8, 8, dtype=torch.float16), torch.empty(2, 64, 8, 8, dtype=torch.float16), torch.empty(64)
+stats, p, out = torch.empty(32, 3, 16), torch.empty(2, 50, 64, dtype=torch.float16), torch.empty(2, 50, 8, 8)
+calls = [
+    (gn._group_stats_kernel, dict(x_ptr=x, group_numel=256, stats_ptr=stats, SPLIT=16, BLOCK=1024), "stats_ptr"),
+    (gn._group_norm_apply_kernel, dict(x_ptr=x, stats_ptr=stats, w_ptr=w, b_ptr=w, group_numel=256, hw=64, groups=16,
+                                       y_ptr=y, EPS=1e-5, SILU=True, SPLIT=16, BLOCK=2048), "y_ptr"),
+    (gn._group_norm_fused_kernel, dict(x_ptr=x, w_ptr=w, b_ptr=w, group_numel=256, hw=64, groups=16, y_ptr=y,
+                                       EPS=1e-5, SILU=True, BLOCK=256, ONE_TILE=True), "y_ptr"),
+    (gn._group_norm_fused_kernel, dict(x_ptr=x, w_ptr=w, b_ptr=w, group_numel=256, hw=64, groups=16, y_ptr=y,
+                                       EPS=1e-5, SILU=True, BLOCK=128, ONE_TILE=False), "y_ptr"),
+    (nrr._norm_relu_rearrange_kernel, dict(x_ptr=x, stats_ptr=stats, w_ptr=w, b_ptr=w, p_ptr=p, channels=64, hw=64,
+                                           n_prompts=50, groups=16, out_ptr=out, EPS=1e-5, SPLIT=16, GROUPS_BLOCK=16,
+                                           BLOCK_N=64, BLOCK_C=64, BLOCK_HW=32, DOT_IN_FP32=False), "out_ptr"),
+]
+for kernel, kwargs, written in calls:
+    if hasattr(wrap, "identify_accessed_tensors"):  # torch >= 2.12
+        writes = {dep.name for dep in wrap.identify_accessed_tensors(kernel, kwargs, {}).read_writes.writes}
+    else:
+        writes = set(wrap.identify_mutated_tensors(kernel, kwargs, {}))
+    assert writes == {written}, (kernel.fn.__name__, writes)
+    # the same kernel with every int scalar a compile-time constant, as torch 2.11's analysis compiles it
+    ints = {k: v for k, v in kwargs.items() if isinstance(v, int) and not isinstance(v, bool)}
+    signature = {k: ("constexpr" if k in ints or kernel.params[kernel.arg_names.index(k)].is_constexpr else
+                     {torch.float16: "*fp16", torch.float32: "*fp32"}[v.dtype]) for k, v in kwargs.items()}
+    constants = {k: v for k, v in kwargs.items() if signature[k] == "constexpr"}
+    triton.compile(triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=constants),
+                   target=triton.backends.compiler.GPUTarget("cuda", 90, 32))
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not _has_nvidia_backend(), reason="needs triton with its NVIDIA backend")
+def test_mutation_analysis_sees_only_the_outputs_written():
+    assert _run_python(_MUTATION_ANALYSIS).strip().endswith("ok")
