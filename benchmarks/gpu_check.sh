@@ -5,6 +5,9 @@
 #   bash benchmarks/fetch_debs.sh                # libpng/libjpeg/nlohmann-json headers for the C++ build -> .debs/
 # then run it through the device tool with carry [".whl", ".debs"] and a timeout of 10 minutes:
 #   bash benchmarks/gpu_check.sh
+# STAGES picks stages for a rerun (default: all but cpp_tiny), e.g. STAGES="aoti_kernels cpp_tiny":
+#   kernel_bench kernel_tests kernel_aoti aoti_kernels full (export + latency) cpp (on the full package)
+#   cpp_tiny (mp_infer on a tiny-model CUDA package: quicker than `full` + `cpp`)
 # It finishes in about 9 minutes at worst: each stage has its own time limit. The full-size export, the
 # longest stage, runs in the background from the start while the kernel checks run in the foreground.
 # Results land in $OUT (at most 8 files come back): summary.txt, kernels-*.json, latency JSON/CSV/PNG and
@@ -15,6 +18,8 @@ LOGS=/tmp/logs
 mkdir -p "$OUT" "$LOGS"
 export PYTHONUNBUFFERED=1
 T0=$SECONDS
+STAGES=${STAGES:-kernel_bench kernel_tests kernel_aoti aoti_kernels full cpp}
+want() { [[ " $STAGES " == *" $1 "* ]]; }
 stage() { echo "=== [$((SECONDS - T0)) s] $*" | tee -a "$OUT/summary.txt"; }
 save_logs() { tar -czf "$OUT/logs.tar.gz" -C /tmp logs 2> /dev/null; }
 finish() {  # finish NAME RC: the log's tail and exit status into the summary
@@ -42,47 +47,66 @@ ART=/tmp/artifacts
 # background 1 (export issue): the full SD-1.5-size depth model (seeded weights) -> AOTInductor CUDA fp16
 # package; build_engine checks parity against eager fp32 (TF32 off) and times the package. Kernels off (the
 # default): their own AOTInductor check is stage 4.
-stage "build_engine (background): full-size depth -> AOTInductor CUDA fp16"
-timeout 370 python3 export/build_engine.py --task depth --size sd15 --backend aoti --precision fp16 \
-  --height 480 --width 480 --out-dir "$ART" --runs 20 > "$LOGS/build_engine.log" 2>&1 &
-BUILD_PID=$!
+if want full; then
+  stage "build_engine (background): full-size depth -> AOTInductor CUDA fp16"
+  timeout 370 python3 export/build_engine.py --task depth --size sd15 --backend aoti --precision fp16 \
+    --height 480 --width 480 --out-dir "$ART" --runs 20 > "$LOGS/build_engine.log" 2>&1 &
+  BUILD_PID=$!
+fi
+if want cpp_tiny; then  # the bundled tiny default at its 480 x 480 window: a CUDA package in about a minute
+  stage "build_engine (background): tiny depth -> AOTInductor CUDA fp16"
+  timeout 240 python3 export/build_engine.py --task depth --backend aoti --precision fp16 --out-dir "$ART" \
+    > "$LOGS/build_engine_tiny.log" 2>&1 &
+  TINY_PID=$!
+fi
 
 # background 2 (C++ issue): mp_infer against this machine's libtorch; libpng/libjpeg/json from .debs
-if ls .debs/*.deb > /dev/null 2>&1; then
+if (want cpp || want cpp_tiny) && ls .debs/*.deb > /dev/null 2>&1; then
   mkdir -p /tmp/debroot && for f in .debs/*.deb; do dpkg -x "$f" /tmp/debroot; done
   export LD_LIBRARY_PATH=/tmp/debroot/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
 fi
-( timeout 300 nice -n 19 cmake -S . -B /tmp/cppbuild -G Ninja \
+(want cpp || want cpp_tiny) && ( timeout 300 nice -n 19 cmake -S . -B /tmp/cppbuild -G Ninja \
     -DCMAKE_PREFIX_PATH="$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)');/tmp/debroot/usr" \
   && timeout 300 nice -n 19 cmake --build /tmp/cppbuild -j4 ) > "$LOGS/cpp_build.log" 2>&1 &
 CPP_PID=$!
 
 # 1. kernel microbenchmarks (GPU time from CUDA-graph replays, so the compiles beside them do not count)
-run 120 kernel_bench python3 benchmarks/kernels.py --out "$OUT/kernels-$(date +%F).json"
+want kernel_bench && run 120 kernel_bench python3 benchmarks/kernels.py --out "$OUT/kernels-$(date +%F).json"
 
 # 2. kernel tests on CUDA: every kernel against its reference, the ops, torch's mutation analysis
-run 150 kernel_tests python3 -m pytest tests/test_kernels.py -q -p no:cacheprovider -o addopts="" \
-  -k "not aoti_package"
+want kernel_tests && run 150 kernel_tests python3 -m pytest tests/test_kernels.py -q -p no:cacheprovider \
+  -o addopts="" -k "not aoti_package"
 
-# 3. an AOTInductor CUDA package with the Triton kernels inside, loaded and compared with eager, in its own
-#    process (a crash here cannot take the other checks with it)
-run 150 kernel_aoti python3 -m pytest tests/test_kernels.py -q -p no:cacheprovider -o addopts="" -m gpu \
-  -k "aoti_package"
+# 3. an AOTInductor CUDA package with the Triton kernels inside, loaded and compared with eager in a fresh
+#    process (a crash there cannot take the other checks with it)
+want kernel_aoti && run 150 kernel_aoti python3 -m pytest tests/test_kernels.py -q -p no:cacheprovider \
+  -o addopts="" -m gpu -k "aoti_package"
 
-stage "waiting for build_engine"
-wait "$BUILD_PID"; finish build_engine $?
+# 4. which kernel features such packages survive: small variants built in parallel, each loaded apart
+want aoti_kernels && run 200 aoti_kernels python3 benchmarks/aoti_kernels.py --out "$OUT/aoti_kernels.json"
 
-# 4. latency, same run: eager fp16, its CUDA graph and the package, batch 1, per stage
-run 100 latency python3 benchmarks/latency.py --task depth --model-size sd15 --size 480x480 --batch 1 \
-  --backends eager-fp16,cudagraph-fp16,aoti --no-kernels --iters 20 --artifacts "$ART" --out-dir "$OUT"
+if want full; then
+  stage "waiting for build_engine"
+  wait "$BUILD_PID"; finish build_engine $?
+  # 5. latency, same run: eager fp16, its CUDA graph and the package, batch 1, per stage
+  run 100 latency python3 benchmarks/latency.py --task depth --model-size sd15 --size 480x480 --batch 1 \
+    --backends eager-fp16,cudagraph-fp16,aoti --no-kernels --iters 20 --artifacts "$ART" --out-dir "$OUT"
+fi
+if want cpp_tiny; then
+  stage "waiting for the tiny build"
+  wait "$TINY_PID"; finish build_engine_tiny $?
+fi
 
-# 5. C++: mp_infer (built in the background) on the CUDA package, compared with the Python runtime
-stage "waiting for the C++ build"; wait "$CPP_PID"; finish cpp_build $?
-PT2=$(ls "$ART"/*-cuda.pt2 2> /dev/null | head -1)
-if [ -n "$PT2" ]; then
-  run 60 cpp_parity python3 benchmarks/cpp_parity.py --engine "$PT2" --mp-infer /tmp/cppbuild/cpp/mp_infer
-else
-  stage "cpp_parity skipped: no CUDA package was built"
+# 6. C++: mp_infer (built in the background) on the CUDA package, compared with the Python runtime
+#    (each side loads the package: about a minute apiece for the full model's 1.8 GB)
+if want cpp || want cpp_tiny; then
+  stage "waiting for the C++ build"; wait "$CPP_PID"; finish cpp_build $?
+  PT2=$(ls -S "$ART"/*-cuda.pt2 2> /dev/null | head -1)
+  if [ -n "$PT2" ]; then
+    run 150 cpp_parity python3 benchmarks/cpp_parity.py --engine "$PT2" --mp-infer /tmp/cppbuild/cpp/mp_infer
+  else
+    stage "cpp_parity skipped: no CUDA package was built"
+  fi
 fi
 stage "done"
 save_logs

@@ -1,0 +1,179 @@
+"""Which AOTInductor CUDA packages with our Triton kernels inside load and run on this machine (needs CUDA).
+
+    python benchmarks/aoti_kernels.py [--only NAME,...] [--jobs 6]
+
+Small models, one kernel feature each, are exported and compiled in parallel worker processes, then each
+package is loaded and run in a fresh process (a crash there is reported with its signal, not fatal here) and
+compared with eager. Prints one line per variant: built / loads / matches, with the error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+C, GROUPS, N_PROMPTS = 64, 16, 10
+# name -> (what it checks, inductor configs)
+VARIANTS = {
+    "add": ("a trivial triton_op kernel: AOTInductor's user-kernel path alone", {}),
+    "group_norm_fused": ("group_norm_act, one-kernel path, weights as constants", {}),
+    "group_norm_inputs": ("group_norm_act with weight/bias as inputs, not constants", {}),
+    "rearrange": ("norm_relu_rearrange: group_stats + the tl.dot kernel, an internal buffer", {}),
+    "neck_embedded_kernels": ("both ops (tests/test_kernels.py's package), kernel binaries inside the .so",
+                              {"aot_inductor.embed_kernel_binary": True}),
+}
+
+
+def model_and_inputs(name: str):
+    import mp_deploy.kernels  # noqa: F401  (registers torch.ops.mp_deploy.*)
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, C, 6, 10, generator=g).cuda().half()
+    weight = (1 + 0.1 * torch.randn(C, generator=g)).cuda().half()
+    bias = (0.1 * torch.randn(C, generator=g)).cuda().half()
+    prompts = (torch.randn(2, N_PROMPTS, C, generator=g) * C ** -0.5).cuda().half()
+    if name == "add":
+        return _Add(), (x, x)
+    if name == "group_norm_inputs":
+        return _GroupNormInputs(), (x, weight, bias)
+    if name == "group_norm_fused":
+        return _GroupNorm(weight, bias), (x,)
+    if name == "rearrange":
+        return _Rearrange(weight, bias), (x, prompts)
+    return _Neck(weight, bias), (x, prompts)
+
+
+class _Add(torch.nn.Module):
+    def forward(self, a, b):
+        return torch.ops.mp_deploy_check.add(a, b)
+
+
+class _GroupNorm(torch.nn.Module):
+    def __init__(self, weight, bias):
+        super().__init__()
+        self.weight, self.bias = torch.nn.Parameter(weight), torch.nn.Parameter(bias)
+
+    def forward(self, x):
+        return torch.ops.mp_deploy.group_norm_act(x, self.weight, self.bias, GROUPS, 1e-5, True)
+
+
+class _GroupNormInputs(torch.nn.Module):
+    def forward(self, x, weight, bias):
+        return torch.ops.mp_deploy.group_norm_act(x, weight, bias, GROUPS, 1e-5, True)
+
+
+class _Rearrange(_GroupNorm):
+    def forward(self, x, prompts):
+        return torch.ops.mp_deploy.norm_relu_rearrange(x, self.weight, self.bias, GROUPS, 1e-5, prompts)
+
+
+class _Neck(_Rearrange):
+    def __init__(self, weight, bias):
+        super().__init__(weight, bias)
+        self.conv = torch.nn.Conv2d(C, C, 3, padding=1).cuda().half()
+
+    def forward(self, x, prompts):
+        h = torch.ops.mp_deploy.group_norm_act(x, self.weight, self.bias, GROUPS, 1e-5, True)
+        return torch.ops.mp_deploy.norm_relu_rearrange(self.conv(h), self.weight, self.bias, GROUPS, 1e-5, prompts)
+
+
+def _register_add() -> None:
+    import triton
+    import triton.language as tl
+    from torch.library import triton_op, wrap_triton
+
+    @triton.jit
+    def _add_kernel(a_ptr, b_ptr, n, out_ptr, BLOCK: tl.constexpr):
+        idx = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        mask = idx < n
+        tl.store(out_ptr + idx, tl.load(a_ptr + idx, mask=mask) + tl.load(b_ptr + idx, mask=mask), mask=mask)
+
+    @triton_op("mp_deploy_check::add", mutates_args=())
+    def add(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        out = torch.empty_like(a)
+        wrap_triton(_add_kernel)[(triton.cdiv(a.numel(), 1024),)](a, b, a.numel(), out, BLOCK=1024)
+        return out
+
+
+def build(name: str, workdir: Path) -> None:
+    """Worker: export + compile one variant; saves the package, inputs and eager output."""
+    _register_add()
+    model, inputs = model_and_inputs(name)
+    with torch.no_grad():
+        expected = model(*inputs)
+    program = torch.export.export(model, inputs)
+    configs = VARIANTS[name][1]
+    path = torch._inductor.aoti_compile_and_package(program, package_path=str(workdir / f"{name}.pt2"),
+                                                    inductor_configs=configs)
+    torch.save({"inputs": inputs, "expected": expected, "path": path}, workdir / f"{name}.io.pt")
+
+
+def run(name: str, workdir: Path) -> None:
+    """Worker: load one package in this fresh process and compare it with eager."""
+    io = torch.load(workdir / f"{name}.io.pt")
+    fn = torch._inductor.aoti_load_package(io["path"])
+    with torch.no_grad():
+        got = fn(*io["inputs"])
+    torch.testing.assert_close(got, io["expected"], atol=2e-2, rtol=2e-2)
+
+
+def _worker(verb: str, name: str, workdir: Path, timeout: float) -> tuple[int, str]:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    try:
+        done = subprocess.run([sys.executable, "-X", "faulthandler", __file__, "--worker", verb, name, str(workdir)],
+                              capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return 124, f"timed out after {timeout:.0f} s"
+    lines = [line.strip() for line in done.stderr.strip().splitlines() if line.strip()]
+    if "Fatal Python error" in done.stderr:  # faulthandler: name the Python frame that crashed
+        current = next((i for i, line in enumerate(lines) if line.startswith("Current thread")), 0)
+        frames = [line for line in lines[current:] if line.startswith("File ")]
+        return done.returncode, f"{lines[0]} in {frames[0] if frames else '?'}"
+    return done.returncode, (lines[-1] if lines else "")[-300:]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", help="comma-separated variant names (default: all)")
+    ap.add_argument("--jobs", type=int, default=len(VARIANTS))
+    ap.add_argument("--timeout", type=float, default=240, help="seconds per build or run")
+    ap.add_argument("--out", type=Path, help="JSON results")
+    ap.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.worker:
+        verb, name, workdir = a.worker
+        (build if verb == "build" else run)(name, Path(workdir))
+        return 0
+    if not torch.cuda.is_available():
+        sys.exit("benchmarks/aoti_kernels.py needs a CUDA GPU")
+    names = a.only.split(",") if a.only else list(VARIANTS)
+    workdir = Path(tempfile.mkdtemp(prefix="aoti_kernels_"))
+    with ThreadPoolExecutor(a.jobs) as pool:
+        built = dict(zip(names, pool.map(lambda n: _worker("build", n, workdir, a.timeout), names)))
+    results = []
+    for name in names:
+        rc, err = built[name]
+        row = {"variant": name, "checks": VARIANTS[name][0], "built": rc == 0, "build_error": err if rc else ""}
+        if rc == 0:
+            rc, err = _worker("run", name, workdir, a.timeout)
+            row.update(loads_and_matches=rc == 0, run_exit=rc, run_error=err if rc else "")
+        results.append(row)
+        status = ("ok" if row.get("loads_and_matches") else
+                  f"RUN FAILED (exit {row['run_exit']}): {row['run_error']}" if row["built"] else
+                  f"BUILD FAILED: {row['build_error']}")
+        print(f"{name:28s} {status}   [{row['checks']}]", flush=True)
+    if a.out:
+        a.out.write_text(json.dumps({"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
+                                     "results": results}, indent=2))
+    return 0 if all(r.get("loads_and_matches") for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
