@@ -3,6 +3,7 @@
     python benchmarks/cpp_parity.py --engine artifacts/depth-nyu-sd15-fp16-cuda.pt2 --mp-infer build/cpp/mp_infer
 """
 import argparse
+import faulthandler
 import subprocess
 import sys
 import tempfile
@@ -24,17 +25,20 @@ def main(argv=None) -> int:
     ap.add_argument("--mp-infer", required=True)
     ap.add_argument("--tolerance", type=float, default=1e-4)
     a = ap.parse_args(argv)
+    faulthandler.enable()  # a crash in a native loader names the Python line it came from
+    print(f"loading {a.engine} in Python ...", flush=True)
     engine = Engine.load(a.engine)
     _, h, w = [engine.meta["shapes"][k][1] for k in ("batch", "height", "width")]
     image = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
     with tempfile.TemporaryDirectory() as tmp:
         Image.fromarray(image).save(f"{tmp}/in.png")
+        print("running mp_infer ...", flush=True)
         t0 = time.perf_counter()
         run = subprocess.run([a.mp_infer, "--engine", a.engine, "--input", f"{tmp}/in.png", "--output",
                               f"{tmp}/vis.png", "--npy", f"{tmp}/out.npy"], capture_output=True, text=True)
         wall = time.perf_counter() - t0
         if run.returncode != 0:
-            print(run.stdout, run.stderr)
+            print(f"mp_infer exited with {run.returncode}:", run.stdout, run.stderr)
             return 1
         cpp = torch.from_numpy(np.load(f"{tmp}/out.npy")).float()
     py = engine.run(torch.from_numpy(image))[KEYS[engine.task]].float().cpu().reshape(cpp.shape)

@@ -62,8 +62,8 @@ fi
 
 # background 2 (C++ issue): mp_infer against this machine's libtorch; libpng/libjpeg/json from .debs
 if (want cpp || want cpp_tiny) && ls .debs/*.deb > /dev/null 2>&1; then
+  # not on LD_LIBRARY_PATH: Python must keep its own libraries; mp_infer finds these by its build RPATH
   mkdir -p /tmp/debroot && for f in .debs/*.deb; do dpkg -x "$f" /tmp/debroot; done
-  export LD_LIBRARY_PATH=/tmp/debroot/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
 fi
 (want cpp || want cpp_tiny) && ( timeout 300 nice -n 19 cmake -S . -B /tmp/cppbuild -G Ninja \
     -DCMAKE_PREFIX_PATH="$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)');/tmp/debroot/usr" \

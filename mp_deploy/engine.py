@@ -30,6 +30,8 @@ class _EagerRunner:
 
 class _AOTIRunner:
     def __init__(self, path: Path, device: str):
+        if device == "cuda":  # the package's model container is created at load: give it a CUDA context first
+            torch.empty(1, device=device)
         try:
             self.fn = torch._inductor.aoti_load_package(str(path))
         except Exception as e:  # a corrupt zip or a package for another platform

@@ -2,6 +2,7 @@
 #include <dlfcn.h>
 
 #include <ATen/ops/from_blob.h>
+#include <torch/types.h>
 #include <c10/core/InferenceMode.h>
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/cuda.h>
@@ -42,6 +43,9 @@ class AotiBackend : public Backend {
       device_ = c10::Device(c10::kCUDA, index);
     }
     load_op_libraries(s);
+    // the package's model container is created right away: give it this device's CUDA context first (a fresh
+    // process has none until a first CUDA allocation)
+    if (device_.is_cuda()) torch::empty({1}, torch::TensorOptions().device(device_));
     try {
       loader_ = std::make_unique<torch::inductor::AOTIModelPackageLoader>(path, "model", false, 1, index);
     } catch (const c10::Error& e) {  // a corrupt zip, a package for another platform, a missing op
