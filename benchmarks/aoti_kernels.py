@@ -23,6 +23,7 @@ C, GROUPS, N_PROMPTS = 64, 16, 10
 # name -> (what it checks, inductor configs)
 VARIANTS = {
     "add": ("a trivial triton_op kernel: AOTInductor's user-kernel path alone", {}),
+    "add_embedded": ("the trivial kernel, its binary inside the .so", {"aot_inductor.embed_kernel_binary": True}),
     "group_norm_fused": ("group_norm_act, one-kernel path, weights as constants", {}),
     "group_norm_inputs": ("group_norm_act with weight/bias as inputs, not constants", {}),
     "rearrange": ("norm_relu_rearrange: group_stats + the tl.dot kernel, an internal buffer", {}),
@@ -39,7 +40,7 @@ def model_and_inputs(name: str):
     weight = (1 + 0.1 * torch.randn(C, generator=g)).cuda().half()
     bias = (0.1 * torch.randn(C, generator=g)).cuda().half()
     prompts = (torch.randn(2, N_PROMPTS, C, generator=g) * C ** -0.5).cuda().half()
-    if name == "add":
+    if name.startswith("add"):
         return _Add(), (x, x)
     if name == "group_norm_inputs":
         return _GroupNormInputs(), (x, weight, bias)
@@ -155,20 +156,21 @@ def main() -> int:
         sys.exit("benchmarks/aoti_kernels.py needs a CUDA GPU")
     names = a.only.split(",") if a.only else list(VARIANTS)
     workdir = Path(tempfile.mkdtemp(prefix="aoti_kernels_"))
-    with ThreadPoolExecutor(a.jobs) as pool:
-        built = dict(zip(names, pool.map(lambda n: _worker("build", n, workdir, a.timeout), names)))
-    results = []
-    for name in names:
-        rc, err = built[name]
+
+    def check(name: str) -> dict:  # build, then load in a fresh process: each result as soon as it is known
+        rc, err = _worker("build", name, workdir, a.timeout)
         row = {"variant": name, "checks": VARIANTS[name][0], "built": rc == 0, "build_error": err if rc else ""}
         if rc == 0:
             rc, err = _worker("run", name, workdir, a.timeout)
             row.update(loads_and_matches=rc == 0, run_exit=rc, run_error=err if rc else "")
-        results.append(row)
         status = ("ok" if row.get("loads_and_matches") else
                   f"RUN FAILED (exit {row['run_exit']}): {row['run_error']}" if row["built"] else
                   f"BUILD FAILED: {row['build_error']}")
-        print(f"{name:28s} {status}   [{row['checks']}]", flush=True)
+        print(f"{name:24s} {status}   [{row['checks']}]", flush=True)
+        return row
+
+    with ThreadPoolExecutor(a.jobs) as pool:
+        results = list(pool.map(check, names))
     if a.out:
         a.out.write_text(json.dumps({"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
                                      "results": results}, indent=2))

@@ -13,7 +13,8 @@ group_norm -> relu -> einsum. GB/s counts the minimum bytes (inputs read once, o
 Ceilings, measured in the same run: a device-to-device copy moving 1 GiB (eager), and an elementwise copy
 kernel moving as many bytes as the kernel, timed like it (`size copy`): what launch latency and a small
 grid leave of the bandwidth at that size.
-Sweeps: the fused rearrangement at each spatial tile, GroupNorm's fused and split paths (`*` = the default).
+Sweeps: the fused rearrangement's launch configurations on the depth neck (and its statistics pass alone,
+against eager group_norm), GroupNorm's fused and split paths (`*` = the default).
 Prints a table and writes JSON (default benchmarks/results/kernels-<gpu>-<date>.json).
 """
 import argparse
@@ -39,7 +40,9 @@ NORM_RELU_REARRANGE_SHAPES = [
     ("seg level 1/16", (1, 768, 32, 32), 150),
     ("seg level 1/32", (1, 768, 16, 16), 150),
 ]
-NECK_TILES = [16, 32, 64, 128]  # swept on the batch-1 depth neck
+# swept on the batch-1 depth neck: (spatial tile, channel block, warps); the first is the default
+NECK_CONFIGS = [(None, 64, 4), (32, 64, 4), (64, 64, 4), (128, 64, 4), (16, 32, 4), (16, 128, 4), (16, 64, 8),
+                (32, 128, 8)]
 # UNet ResBlock GroupNorm(32) + SiLU inputs at a 512 x 512 image (64 x 64 latents), and at batch 8
 GROUP_NORM_SHAPES = [(1, 320, 64, 64), (1, 640, 64, 64), (1, 1280, 64, 64), (1, 640, 32, 32),
                      (1, 1280, 32, 32), (1, 1280, 16, 16), (1, 2560, 8, 8), (8, 320, 64, 64), (8, 1280, 16, 16)]
@@ -108,6 +111,7 @@ def _affine(channels, gen):
 
 
 def bench_norm_relu_rearrange(args, flush, gen):
+    from mp_deploy.kernels.group_norm import group_stats
     from mp_deploy.kernels.norm_relu_rearrange import block_hw, block_n, norm_relu_rearrange
 
     rows = []
@@ -121,13 +125,21 @@ def bench_norm_relu_rearrange(args, flush, gen):
             return torch.einsum("bchw,bnc->bnhw", F.relu(F.group_norm(x, 16, weight, bias, 1e-5)), prompts)
 
         default = block_hw(shape[2] * shape[3], -(-n_prompts // block_n(n_prompts)), batch)
-        tiles = NECK_TILES if index == 0 else [default]
-        for tile in tiles:
-            def triton(tile=tile):
-                return norm_relu_rearrange(x, weight, bias, 16, 1e-5, prompts, tile_hw=tile)
+        configs = NECK_CONFIGS if index == 0 else NECK_CONFIGS[:1]
+        for tile, block_c, warps in configs:
+            tile = tile or default
 
-            label = f"{name} {'x'.join(map(str, shape))} N={n_prompts} tile {tile}{'*' if tile == default else ''}"
+            def triton(tile=tile, block_c=block_c, warps=warps):
+                return norm_relu_rearrange(x, weight, bias, 16, 1e-5, prompts, tile_hw=tile, block_c=block_c,
+                                           num_warps=warps)
+
+            star = "*" if (tile, block_c, warps) == (default, NECK_CONFIGS[0][1], NECK_CONFIGS[0][2]) else ""
+            label = f"{name} {'x'.join(map(str, shape))} N={n_prompts} t{tile} c{block_c} w{warps}{star}"
             rows.append(_row("norm_relu_rearrange", label, eager, triton, (x, prompts, weight, bias), args, flush))
+        if index == 0:  # its statistics pass alone: how the time splits between the two launches
+            rows.append(_row("group_stats", f"{name} {'x'.join(map(str, shape))} (vs group_norm)",
+                             lambda: F.group_norm(x, 16, weight, bias, 1e-5), lambda: group_stats(x, 16), (x,),
+                             args, flush, compare=False))
     return rows
 
 
@@ -152,7 +164,7 @@ def bench_group_norm_act(args, flush, gen):
     return rows
 
 
-def _row(kernel, shape, eager, triton, inputs, args, flush):
+def _row(kernel, shape, eager, triton, inputs, args, flush, compare: bool = True):
     out = triton()
     want = eager()
     moved = nbytes(*inputs, out)
@@ -164,7 +176,7 @@ def _row(kernel, shape, eager, triton, inputs, args, flush):
             "eager_call_us": call_us(eager, args.reps, args.warmup, flush),
             "triton_call_us": call_us(triton, args.reps, args.warmup, flush),
             "size_copy_gbps": copy_gbps(moved, args.reps, args.warmup, flush),
-            "max_abs_diff": (out.float() - want.float()).abs().max().item()}
+            "max_abs_diff": (out.float() - want.float()).abs().max().item() if compare else float("nan")}
 
 
 def print_table(rows, copy: float) -> None:

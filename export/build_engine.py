@@ -251,8 +251,9 @@ def parse_args(argv=None):
     ap.add_argument("--width", type=lambda s: _triple(s, "width"), help="like --height")
     ap.add_argument("--out-dir", default="artifacts")
     ap.add_argument("--force", action="store_true", help="rebuild artifacts that are up to date")
-    # off by default: on torch 2.11 / H200 a package with the Triton kernels inside crashed when loaded
-    # (benchmarks/results/gpu_check-nvidia-h200-2026-11-27-run1.txt); plain Inductor kernels are used instead
+    # off by default: on torch 2.11 an AOTInductor package holding any user-defined Triton kernel crashes when
+    # loaded (benchmarks/aoti_kernels.py; results/gpu_check-nvidia-h200-2026-11-27-run4.txt); Inductor's own
+    # kernels are used instead
     ap.add_argument("--kernels", default="off", choices=["on", "off"],
                     help="compile our Triton kernels into CUDA AOTInductor packages (default off)")
     ap.add_argument("--opt-level", type=int, default=3,

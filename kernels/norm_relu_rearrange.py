@@ -92,10 +92,12 @@ def dot_in_fp32(dtype: torch.dtype) -> bool:
 
 
 def norm_relu_rearrange(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int, eps: float,
-                        prompts: torch.Tensor, tile_hw: int | None = None) -> torch.Tensor:
+                        prompts: torch.Tensor, tile_hw: int | None = None, block_c: int = BLOCK_C,
+                        num_warps: int = NUM_WARPS) -> torch.Tensor:
     """relu(group_norm(x)) contracted with prompts: x (B, C, H, W), prompts (B, N, C) -> (B, N, H, W), x's dtype.
 
-    `tile_hw` forces the spatial tile (tests, benchmark sweeps); by default `block_hw` picks it."""
+    `tile_hw` forces the spatial tile (by default `block_hw` picks it); it, `block_c` and `num_warps` are
+    there for tests and benchmark sweeps."""
     if x.dim() != 4 or prompts.dim() != 3 or prompts.shape[0] != x.shape[0] or prompts.shape[2] != x.shape[1]:
         raise ValueError(f"norm_relu_rearrange: need x (B, C, H, W) and prompts (B, N, C), got "
                          f"{tuple(x.shape)} and {tuple(prompts.shape)}")
@@ -116,6 +118,6 @@ def norm_relu_rearrange(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     wrap_triton(_norm_relu_rearrange_kernel)[grid](
         x, stats, weight.contiguous(), bias.contiguous(), prompts, channels, hw, n_prompts, groups, out,
         EPS=eps, SPLIT=stats.shape[-1], GROUPS_BLOCK=max(2, triton.next_power_of_2(groups)),
-        BLOCK_N=bn, BLOCK_C=BLOCK_C, BLOCK_HW=bhw, DOT_IN_FP32=dot_in_fp32(x.dtype),
-        num_warps=NUM_WARPS, num_stages=NUM_STAGES)
+        BLOCK_N=bn, BLOCK_C=block_c, BLOCK_HW=bhw, DOT_IN_FP32=dot_in_fp32(x.dtype),
+        num_warps=num_warps, num_stages=NUM_STAGES)
     return out

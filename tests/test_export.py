@@ -333,3 +333,21 @@ def test_tensorrt_engine_build_and_run(tmp_path):  # pragma: no cover - needs Te
         ["--task", "depth", "--backend", "tensorrt", "--out-dir", str(tmp_path), "--height", "64", "--width", "64"]))
     assert all(r["status"] == "ok" for r in rows)
     assert read_sidecar(tmp_path / rows[0]["artifact"])["backend"] == "tensorrt"
+
+
+@pytest.mark.parametrize("backend", ["tensorrt", "torch-tensorrt"])
+def test_engines_are_refused_on_another_gpu_or_tensorrt(backend, monkeypatch):
+    """TensorRT engines (alone or inside a torch-tensorrt .pt2) are specific to the GPU and TensorRT version."""
+    from mp_deploy import artifacts
+
+    meta = {"device": "cuda", "backend": backend, "gpu": {"name": "NVIDIA H100", "compute_capability": "9.0"},
+            "versions": {"torch": torch.__version__, "tensorrt": "10.9.0"}}
+    monkeypatch.setattr(artifacts, "gpu_info", lambda: {"name": "NVIDIA H200", "compute_capability": "9.0"})
+    monkeypatch.setattr(artifacts, "tensorrt_version", lambda: "10.9.0")
+    with pytest.raises(ArtifactError, match="built for NVIDIA H100, this GPU is NVIDIA H200"):
+        artifacts.check_machine_matches(meta, "model")
+    monkeypatch.setattr(artifacts, "gpu_info", lambda: {"name": "NVIDIA H100", "compute_capability": "9.0"})
+    artifacts.check_machine_matches(meta, "model")  # same GPU, same TensorRT: accepted
+    monkeypatch.setattr(artifacts, "tensorrt_version", lambda: "10.13.0")
+    with pytest.raises(ArtifactError, match="built with TensorRT 10.9.0, this machine has TensorRT 10.13.0"):
+        artifacts.check_machine_matches(meta, "model")

@@ -147,6 +147,21 @@ def test_norm_relu_rearrange_matches_reference(shape, n_prompts, tile_hw, dtype)
     _assert_matches(out, ref, dtype)
 
 
+@needs_kernels
+@pytest.mark.parametrize("block_c", [16, 32, 128])
+def test_norm_relu_rearrange_channel_blocks(block_c):
+    """Other channel blocks (benchmark sweeps): 80 channels = 5 x 16, 2.5 x 32, or one masked block of 128."""
+    from mp_deploy.kernels.norm_relu_rearrange import norm_relu_rearrange
+
+    x = _randn(3, 80, 13, 5, dtype=torch.float16, scale=2.0, shift=0.5)
+    weight, bias = _affine(80, torch.float16)
+    prompts = _randn(3, 50, 80, dtype=torch.float16, scale=80 ** -0.5, seed=3)
+    out = norm_relu_rearrange(x, weight, bias, 16, 1e-5, prompts, tile_hw=32, block_c=block_c)
+    with ops.use_kernels(False):
+        ref = ops.norm_relu_rearrange(x.float(), weight.float(), bias.float(), 16, 1e-5, prompts.float())
+    _assert_matches(out, ref, torch.float16)
+
+
 def _inputs(dtype=torch.float32, device=DEVICE):
     x = _randn(2, 32, 5, 7, dtype=dtype).to(device)
     weight, bias = (t.to(device) for t in _affine(32, dtype))
