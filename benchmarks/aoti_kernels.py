@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -146,6 +147,7 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=len(VARIANTS))
     ap.add_argument("--timeout", type=float, default=240, help="seconds per build or run")
     ap.add_argument("--out", type=Path, help="JSON results")
+    ap.add_argument("--keep-dir", type=Path, help="copy every variant's .pt2 here (their generated C++ inside)")
     ap.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
@@ -171,6 +173,10 @@ def main() -> int:
 
     with ThreadPoolExecutor(a.jobs) as pool:
         results = list(pool.map(check, names))
+    if a.keep_dir:
+        a.keep_dir.mkdir(parents=True, exist_ok=True)
+        for package in workdir.glob("*.pt2"):
+            shutil.copy(package, a.keep_dir / package.name)
     if a.out:
         a.out.write_text(json.dumps({"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
                                      "results": results}, indent=2))

@@ -14,8 +14,9 @@
 # e.g. STAGES="full cpp" (about 8 minutes) or STAGES="kernel_tests aoti_kernels cpp_tiny" (about 5).
 # Each stage has its own time limit. The full-size export, the longest stage, runs in the background from
 # the start while the kernel checks run in the foreground.
-# Results land in $OUT (at most 8 files come back): summary.txt, kernels-*.json, latency JSON/CSV/PNG and
-# logs.tar.gz (every log, refreshed after each stage so that a cut-off run still returns them).
+# Results land in $OUT: summary.txt, kernels-*.json, aoti_kernels.json, latency JSON/CSV/PNG and logs.tar.gz
+# (every log and the small diagnostic packages, refreshed after each stage so that a cut-off run still returns
+# them): 7 files of the 8 that come back, so send the console to /dev/null or one file, not more.
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu_out}
 LOGS=/tmp/logs
@@ -87,7 +88,8 @@ want kernel_aoti && run 150 kernel_aoti python3 -m pytest tests/test_kernels.py 
   -o addopts="" -m gpu -k "aoti_package"
 
 # 4. which kernel features such packages survive: small variants built in parallel, each loaded apart
-want aoti_kernels && run 240 aoti_kernels python3 benchmarks/aoti_kernels.py --out "$OUT/aoti_kernels.json"
+want aoti_kernels && run 240 aoti_kernels python3 benchmarks/aoti_kernels.py --out "$OUT/aoti_kernels.json" \
+  --keep-dir "$LOGS/aoti_packages"
 
 if want full; then
   stage "waiting for build_engine"
