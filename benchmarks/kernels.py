@@ -43,6 +43,8 @@ NORM_RELU_REARRANGE_SHAPES = [
 # swept on the batch-1 depth neck: (spatial tile, channel block, warps); the first is the default
 NECK_CONFIGS = [(None, 64, 4), (32, 64, 4), (64, 64, 4), (128, 64, 4), (16, 32, 4), (16, 128, 4), (16, 64, 8),
                 (32, 128, 8)]
+# the statistics pass, swept on the same neck: (programs to aim for, block, warps); the first is the default
+STATS_CONFIGS = [(512, 1024, 4), (1024, 1024, 4), (512, 4096, 8), (1024, 2048, 4), (2048, 2048, 8)]
 # UNet ResBlock GroupNorm(32) + SiLU inputs at a 512 x 512 image (64 x 64 latents), and at batch 8
 GROUP_NORM_SHAPES = [(1, 320, 64, 64), (1, 640, 64, 64), (1, 1280, 64, 64), (1, 640, 32, 32),
                      (1, 1280, 32, 32), (1, 1280, 16, 16), (1, 2560, 8, 8), (8, 320, 64, 64), (8, 1280, 16, 16)]
@@ -137,9 +139,11 @@ def bench_norm_relu_rearrange(args, flush, gen):
             label = f"{name} {'x'.join(map(str, shape))} N={n_prompts} t{tile} c{block_c} w{warps}{star}"
             rows.append(_row("norm_relu_rearrange", label, eager, triton, (x, prompts, weight, bias), args, flush))
         if index == 0:  # its statistics pass alone: how the time splits between the two launches
-            rows.append(_row("group_stats", f"{name} {'x'.join(map(str, shape))} (vs group_norm)",
-                             lambda: F.group_norm(x, 16, weight, bias, 1e-5), lambda: group_stats(x, 16), (x,),
-                             args, flush, compare=False))
+            for programs, block, warps in STATS_CONFIGS:
+                star = "*" if (programs, block, warps) == STATS_CONFIGS[0] else ""
+                rows.append(_row("group_stats", f"{name} p{programs} b{block} w{warps}{star} (vs group_norm)", lambda: F.group_norm(x, 16, weight, bias, 1e-5),
+                                 lambda p=programs, b=block, w=warps: group_stats(x, 16, p, b, w), (x,),
+                                 args, flush, compare=False))
     return rows
 
 

@@ -140,22 +140,24 @@ def _group_norm_fused_kernel(x_ptr, w_ptr, b_ptr, group_numel, hw, groups, y_ptr
             tl.store(y_ptr + base + idx, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
-def stats_split(rows: int, group_numel: int) -> int:
+def stats_split(rows: int, group_numel: int, programs: int = STATS_PROGRAMS, block: int = STATS_BLOCK) -> int:
     """Chunks per row for `_group_stats_kernel`: a power of two (it is a tl.arange length), >= 2."""
-    split = min(max(1, STATS_PROGRAMS // rows), triton.cdiv(group_numel, STATS_BLOCK), MAX_SPLIT)
+    split = min(max(1, programs // rows), triton.cdiv(group_numel, block), MAX_SPLIT)
     return max(2, 1 << (split.bit_length() - 1))
 
 
-def group_stats(x: torch.Tensor, groups: int) -> torch.Tensor:
+def group_stats(x: torch.Tensor, groups: int, programs: int = STATS_PROGRAMS, block: int = STATS_BLOCK,
+                num_warps: int = NUM_WARPS) -> torch.Tensor:
     """Partial moments of a contiguous x: (B * groups, 3, SPLIT) fp32, per chunk of each (batch, group) row
-    (count, mean - the row's first value, M2); SPLIT = stats.shape[-1]."""
+    (count, mean - the row's first value, M2); SPLIT = stats.shape[-1]. `programs`, `block` and
+    `num_warps` are for tests and benchmark sweeps."""
     batch, channels = x.shape[:2]
     group_numel = channels // groups * (x.numel() // max(batch * channels, 1))
     rows = batch * groups
-    split = stats_split(rows, group_numel)
+    split = stats_split(rows, group_numel, programs, block)
     stats = torch.empty((rows, 3, split), device=x.device, dtype=torch.float32)
     wrap_triton(_group_stats_kernel)[(split, rows)](
-        x, group_numel, stats, SPLIT=split, BLOCK=STATS_BLOCK, num_warps=NUM_WARPS)
+        x, group_numel, stats, SPLIT=split, BLOCK=block, num_warps=num_warps)
     return stats
 
 

@@ -117,6 +117,24 @@ def test_group_norm_statistics_survive_large_mean(path, monkeypatch):
     torch.testing.assert_close(out.double(), ref, atol=2e-3, rtol=2e-3)
 
 
+@needs_kernels
+@pytest.mark.parametrize("programs,block", [(512, 1024), (4096, 256), (2, 4096)])
+def test_group_stats_partial_moments_combine_to_the_group_moments(programs, block):
+    """The statistics pass alone, at other launch configurations (benchmark sweeps): many chunks, few."""
+    from mp_deploy.kernels.group_norm import group_stats
+
+    x = _randn(3, 48, 11, 13, dtype=torch.float16, scale=2.0, shift=3.0)
+    stats = group_stats(x, 16, programs=programs, block=block).double().cpu()
+    count, mean_d, m2 = stats[:, 0], stats[:, 1], stats[:, 2]
+    rows = x.double().cpu().reshape(3 * 16, -1)
+    n = rows.shape[1]
+    assert torch.equal(count.sum(1), torch.full((48,), float(n), dtype=torch.float64))
+    mean = rows[:, 0] + (count * mean_d).sum(1) / n  # partial means are relative to the row's first value
+    var = (m2 + count * (mean_d - (mean - rows[:, 0])[:, None]) ** 2).sum(1) / n
+    torch.testing.assert_close(mean, rows.mean(1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(var, rows.var(1, unbiased=False), atol=1e-5, rtol=1e-5)
+
+
 # (x shape, prompts, spatial tile): C=48/80 are not multiples of BLOCK_C=64; 12x12=144 positions span
 # 16-wide tiles, or three 64-wide ones with a masked end; 150 prompts need three 64-prompt tiles, 17 a
 # 32-prompt tile, 1 a (masked) 16-prompt tile; None = the launcher's own tile choice
