@@ -3,8 +3,9 @@
     torch.ops.mp_deploy.norm_relu_rearrange(x, weight, bias, groups, eps, prompts) -> (B, N, H, W)
     torch.ops.mp_deploy.group_norm_act(x, weight, bias, groups, eps, silu) -> x's shape
 
-- CUDA: Triton kernels, registered with torch.library.triton_op and launched through wrap_triton, so
-  torch.compile / torch.export + AOTInductor see the kernels and compile them into the artifact.
+- CUDA: Triton kernels, registered with torch.library.triton_op and, while torch traces, launched through
+  wrap_triton, so torch.compile / torch.export + AOTInductor see the kernels and compile them into the
+  artifact (eager calls launch them directly: group_norm.traceable).
 - CPU: the plain-PyTorch references of mp_deploy.ops (CPU exports, tests of the op).
 - fake/meta: shapes and dtypes only.
 Without Triton the ops are still registered (torch.library.custom_op), backed by the references alone.

@@ -140,6 +140,15 @@ def _group_norm_fused_kernel(x_ptr, w_ptr, b_ptr, group_numel, hw, groups, y_ptr
             tl.store(y_ptr + base + idx, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
+def traceable(kernel, x: torch.Tensor):
+    """`kernel`, or `wrap_triton(kernel)` while torch traces (export, compile: fake tensors or a dispatch mode
+    active), where it turns the launch into a graph node. In eager mode wrap_triton would route every launch
+    through torch's tracing machinery, about 0.3 ms of host time per call on an H200's host."""
+    if type(x) is torch.Tensor and torch._C._len_torch_dispatch_stack() == 0:
+        return kernel
+    return wrap_triton(kernel)
+
+
 def stats_split(rows: int, group_numel: int, programs: int = STATS_PROGRAMS, block: int = STATS_BLOCK) -> int:
     """Chunks per row for `_group_stats_kernel`: a power of two (it is a tl.arange length), >= 2."""
     split = min(max(1, programs // rows), triton.cdiv(group_numel, block), MAX_SPLIT)
@@ -156,7 +165,7 @@ def group_stats(x: torch.Tensor, groups: int, programs: int = STATS_PROGRAMS, bl
     rows = batch * groups
     split = stats_split(rows, group_numel, programs, block)
     stats = torch.empty((rows, 3, split), device=x.device, dtype=torch.float32)
-    wrap_triton(_group_stats_kernel)[(split, rows)](
+    traceable(_group_stats_kernel, x)[(split, rows)](
         x, group_numel, stats, SPLIT=split, BLOCK=block, num_warps=num_warps)
     return stats
 
@@ -183,13 +192,13 @@ def group_norm_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, gr
     if fused:
         one_tile = group_numel <= FUSED_MAX_GROUP
         block = max(16, triton.next_power_of_2(group_numel)) if one_tile else FUSED_BLOCK
-        wrap_triton(_group_norm_fused_kernel)[(rows,)](
+        traceable(_group_norm_fused_kernel, x)[(rows,)](
             x, weight, bias, group_numel, hw, groups, y,
             EPS=eps, SILU=silu, BLOCK=block, ONE_TILE=one_tile, num_warps=min(16, max(4, block // 512)))
     else:
         stats = group_stats(x, groups)
         grid = (triton.cdiv(group_numel, APPLY_BLOCK), rows)
-        wrap_triton(_group_norm_apply_kernel)[grid](
+        traceable(_group_norm_apply_kernel, x)[grid](
             x, stats, weight, bias, group_numel, hw, groups, y,
             EPS=eps, SILU=silu, SPLIT=stats.shape[-1], BLOCK=APPLY_BLOCK, num_warps=NUM_WARPS)
     return y

@@ -11,9 +11,7 @@ Kernel parameters follow TensorRT's AOT plugin order: input pointers, int scalar
 import torch
 import triton
 import triton.language as tl
-from torch.library import wrap_triton
-
-from .group_norm import _row_moments, group_stats
+from .group_norm import _row_moments, group_stats, traceable
 
 BLOCK_HW = 32  # spatial tile when the shape is unknown at compile time (TensorRT plugin, dynamic shapes)
 BLOCK_C = 64
@@ -115,7 +113,7 @@ def norm_relu_rearrange(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     n_tiles = triton.cdiv(n_prompts, bn)
     bhw = tile_hw or block_hw(hw, n_tiles, batch)
     grid = (n_tiles, triton.cdiv(hw, bhw), batch)
-    wrap_triton(_norm_relu_rearrange_kernel)[grid](
+    traceable(_norm_relu_rearrange_kernel, x)[grid](
         x, stats, weight.contiguous(), bias.contiguous(), prompts, channels, hw, n_prompts, groups, out,
         EPS=eps, SPLIT=stats.shape[-1], GROUPS_BLOCK=max(2, triton.next_power_of_2(groups)),
         BLOCK_N=bn, BLOCK_C=block_c, BLOCK_HW=bhw, DOT_IN_FP32=dot_in_fp32(x.dtype),

@@ -381,6 +381,21 @@ print("ok")
 """
 
 
+@pytest.mark.skipif(not HAS_TRITON, reason="needs triton")
+def test_eager_launches_skip_the_tracing_wrapper():
+    """Eager calls launch the kernel itself; under tracing (fake tensors, dispatch modes) wrap_triton's wrapper."""
+    out = _run_python(
+        "import torch\n"
+        "from torch._subclasses.fake_tensor import FakeTensorMode\n"
+        "from mp_deploy.kernels.group_norm import _group_stats_kernel as k, traceable\n"
+        "assert traceable(k, torch.empty(2)) is k\n"
+        "with FakeTensorMode() as mode:\n"
+        "    wrapped = traceable(k, torch.empty(2))\n"
+        "assert type(wrapped).__name__ == 'TraceableTritonKernelWrapper', type(wrapped)\n"
+        "print('ok')\n")
+    assert out.strip().endswith("ok")
+
+
 @pytest.mark.skipif(not _has_nvidia_backend(), reason="needs triton with its NVIDIA backend")
 def test_mutation_analysis_sees_only_the_outputs_written():
     assert _run_python(_MUTATION_ANALYSIS).strip().endswith("ok")
