@@ -75,7 +75,7 @@ def build_package(network, path: Path, optimization_level: int = 3) -> None:
         program = network.export_program()
     s = network.shapes
     images = torch_tensorrt.Input(min_shape=s.shape("min"), opt_shape=s.shape("opt"), max_shape=s.shape("max"),
-                                  dtype=network.dtype, name=network.input_names[0])
+                                  dtype=network.dtype)
     module = torch_tensorrt.dynamo.compile(
         program, arg_inputs=[images],
         use_explicit_typing=True,  # strongly typed: the fp16 graph with its fp32 norms, as exported
