@@ -114,7 +114,7 @@ def _affine(channels, gen):
 
 def bench_norm_relu_rearrange(args, flush, gen):
     from mp_deploy.kernels.group_norm import group_stats
-    from mp_deploy.kernels.norm_relu_rearrange import block_hw, block_n, norm_relu_rearrange
+    from mp_deploy.kernels.norm_relu_rearrange import block_hw, norm_relu_rearrange
 
     rows = []
     for index, (name, shape, n_prompts) in enumerate(NORM_RELU_REARRANGE_SHAPES):
@@ -126,7 +126,7 @@ def bench_norm_relu_rearrange(args, flush, gen):
         def eager():
             return torch.einsum("bchw,bnc->bnhw", F.relu(F.group_norm(x, 16, weight, bias, 1e-5)), prompts)
 
-        default = block_hw(shape[2] * shape[3], -(-n_prompts // block_n(n_prompts)), batch)
+        default = block_hw(shape[2] * shape[3], n_prompts, batch)
         configs = NECK_CONFIGS if index == 0 else NECK_CONFIGS[:1]
         for tile, block_c, warps in configs:
             tile = tile or default
@@ -141,7 +141,8 @@ def bench_norm_relu_rearrange(args, flush, gen):
         if index == 0:  # its statistics pass alone: how the time splits between the two launches
             for programs, block, warps in STATS_CONFIGS:
                 star = "*" if (programs, block, warps) == STATS_CONFIGS[0] else ""
-                rows.append(_row("group_stats", f"{name} p{programs} b{block} w{warps}{star} (vs group_norm)", lambda: F.group_norm(x, 16, weight, bias, 1e-5),
+                rows.append(_row("group_stats", f"{name} p{programs} b{block} w{warps}{star} (vs group_norm)",
+                                 lambda: F.group_norm(x, 16, weight, bias, 1e-5),
                                  lambda p=programs, b=block, w=warps: group_stats(x, 16, p, b, w), (x,),
                                  args, flush, compare=False))
     return rows
@@ -163,7 +164,8 @@ def bench_group_norm_act(args, flush, gen):
             def triton(fused=fused):
                 return gn.group_norm_act(x, weight, bias, 32, 1e-5, True, fused=fused)
 
-            label = f"{'x'.join(map(str, shape))} {'fused' if fused else 'split'}{'*' if fused == default_fused else ''}"
+            star = "*" if fused == default_fused else ""
+            label = f"{'x'.join(map(str, shape))} {'fused' if fused else 'split'}{star}"
             rows.append(_row("group_norm_act silu", label, eager, triton, (x, weight, bias), args, flush))
     return rows
 
@@ -193,8 +195,9 @@ def print_table(rows, copy: float) -> None:
               f"{r['speedup']:>7.2f}x | {r['triton_gbps']:>6.0f} | {100 * r['triton_gbps'] / copy:>8.0f}% | "
               f"{100 * r['triton_gbps'] / r['size_copy_gbps']:>10.0f}% | "
               f"{r['eager_call_us']:>6.0f}/{r['triton_call_us']:<6.0f} | {r['max_abs_diff']:>8.1e} |")
-    print(f"\ncopy ceiling (device-to-device, moving {COPY_BYTES >> 20} MiB): {copy:.0f} GB/s; times are GPU time from CUDA "
-          "graph replays (L2 flushed); `call us` is the eager Python call (eager / triton); * = default path")
+    print(f"\ncopy ceiling (device-to-device, moving {COPY_BYTES >> 20} MiB): {copy:.0f} GB/s; times are GPU time "
+          "from CUDA graph replays (L2 flushed); `call us` is the eager Python call (eager / triton); "
+          "* = default path")
 
 
 def main() -> None:

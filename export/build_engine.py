@@ -3,9 +3,10 @@
     python export/build_engine.py --task depth [--preset nyu] [--checkpoint CKPT] [--backend auto]
 
 auto = TensorRT FP16 when TensorRT imports and a GPU is present, else AOTInductor (CUDA when present, else
-CPU), and ONNX always. torch-tensorrt = torch_tensorrt.dynamo on the exported program, saved as a `.pt2`. Every artifact is written atomically with a JSON sidecar, validated against eager
-fp32 on fresh random inputs, and listed in a closing table (size, parity error, median latency here).
-With no checkpoint it builds the bundled default model.
+CPU), and ONNX always. torch-tensorrt = torch_tensorrt.dynamo on the exported program, saved as a `.pt2`.
+Every artifact is written atomically with a JSON sidecar, validated against eager fp32 on fresh random
+inputs, and listed in a closing table (size, parity error, median latency here). With no checkpoint it
+builds the bundled default model.
 """
 from __future__ import annotations
 

@@ -109,18 +109,17 @@ def _group_norm_fused_kernel(x_ptr, w_ptr, b_ptr, group_numel, hw, groups, y_ptr
     base = row.to(tl.int64) * group_numel
     first_channel = (row % groups) * (group_numel // hw)
     n = tl.cast(group_numel, tl.float32)
+    shift = tl.load(x_ptr + base).to(tl.float32)  # see `_group_stats_kernel`
     if ONE_TILE:  # exact two-pass moments from registers: one read of x
         idx = tl.arange(0, BLOCK)
         mask = idx < group_numel
         x = tl.load(x_ptr + base + idx, mask=mask, other=0.0).to(tl.float32)
-        shift = tl.load(x_ptr + base).to(tl.float32)  # see `_group_stats_kernel`
         mean_d = tl.sum(tl.where(mask, x - shift, 0.0), 0) / n
         d = tl.where(mask, x - shift - mean_d, 0.0)
         rstd = 1.0 / tl.sqrt(tl.sum(d * d, 0) / n + EPS)
         y = _normalize(x, shift, mean_d, rstd, w_ptr, b_ptr, first_channel + idx // hw, mask, SILU)
         tl.store(y_ptr + base + idx, y.to(y_ptr.dtype.element_ty), mask=mask)
     else:
-        shift = tl.load(x_ptr + base).to(tl.float32)  # see `_group_stats_kernel`
         acc = tl.zeros([BLOCK], tl.float32)
         acc_sq = tl.zeros([BLOCK], tl.float32)
         for off in range(0, group_numel, BLOCK):
@@ -187,10 +186,10 @@ def group_norm_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, gr
     if x.numel() == 0:
         return y
     weight, bias = weight.contiguous(), bias.contiguous()
+    one_tile = group_numel <= FUSED_MAX_GROUP
     if fused is None:
-        fused = group_numel <= FUSED_MAX_GROUP
+        fused = one_tile
     if fused:
-        one_tile = group_numel <= FUSED_MAX_GROUP
         block = max(16, triton.next_power_of_2(group_numel)) if one_tile else FUSED_BLOCK
         traceable(_group_norm_fused_kernel, x)[(rows,)](
             x, weight, bias, group_numel, hw, groups, y,

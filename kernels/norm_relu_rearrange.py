@@ -11,6 +11,7 @@ Kernel parameters follow TensorRT's AOT plugin order: input pointers, int scalar
 import torch
 import triton
 import triton.language as tl
+
 from .group_norm import _row_moments, group_stats, traceable
 
 BLOCK_HW = 32  # spatial tile when the shape is unknown at compile time (TensorRT plugin, dynamic shapes)
@@ -73,9 +74,10 @@ def block_n(n_prompts: int) -> int:
     return min(64, max(16, triton.next_power_of_2(n_prompts)))
 
 
-def block_hw(hw: int, n_tiles: int, batch: int) -> int:
+def block_hw(hw: int, n_prompts: int, batch: int) -> int:
     """Spatial tile, 16..128: the widest one that still gives TARGET_PROGRAMS programs (wide tiles read x in
     longer contiguous runs; narrow ones keep every SM busy on small maps)."""
+    n_tiles = triton.cdiv(n_prompts, block_n(n_prompts))
     tile = 128
     while tile > 16 and n_tiles * batch * triton.cdiv(hw, tile) < TARGET_PROGRAMS:
         tile //= 2
@@ -110,9 +112,8 @@ def norm_relu_rearrange(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     x, prompts = x.contiguous(), prompts.contiguous()
     stats = group_stats(x, groups)
     bn = block_n(n_prompts)
-    n_tiles = triton.cdiv(n_prompts, bn)
-    bhw = tile_hw or block_hw(hw, n_tiles, batch)
-    grid = (n_tiles, triton.cdiv(hw, bhw), batch)
+    bhw = tile_hw or block_hw(hw, n_prompts, batch)
+    grid = (triton.cdiv(n_prompts, bn), triton.cdiv(hw, bhw), batch)
     traceable(_norm_relu_rearrange_kernel, x)[grid](
         x, stats, weight.contiguous(), bias.contiguous(), prompts, channels, hw, n_prompts, groups, out,
         EPS=eps, SPLIT=stats.shape[-1], GROUPS_BLOCK=max(2, triton.next_power_of_2(groups)),

@@ -173,11 +173,12 @@ def register_plugins() -> None:
                                  outputs: Tuple[trtp.TensorDesc], tactic: int) -> Launch:
         shape = x.shape_expr
         n_prompts, hw = prompts.shape_expr[1], shape[2] * shape[3]
-        block_n = nrr.block_n(_constant(n_prompts, 64))
+        fixed_prompts = _constant(n_prompts, 64)
+        block_n = nrr.block_n(fixed_prompts)
         fixed_hw, fixed_batch = _constant(hw, 0), _constant(shape[0], 0)
         block_hw = nrr.BLOCK_HW  # dynamic shapes: a middle tile; fixed ones get the torch op's choice
         if fixed_hw and fixed_batch:
-            block_hw = nrr.block_hw(fixed_hw, -(-_constant(n_prompts, 64) // block_n), fixed_batch)
+            block_hw = nrr.block_hw(fixed_hw, fixed_prompts, fixed_batch)
         compiled = compile_kernel(*norm_relu_rearrange_spec(
             _triton_type(x.dtype), _triton_type(weight.dtype), _triton_type(bias.dtype), _triton_type(prompts.dtype),
             groups, eps, block_n, block_hw))

@@ -79,17 +79,24 @@ def _case_id(case) -> str:
     return "x".join(map(str, shape)) + "".join(f"-{r}" for r in rest)
 
 
+def _group_norm_path(path: str, monkeypatch) -> bool:
+    """`fused` for group_norm_act. fused-two-pass: rows longer than one register tile, as in the TensorRT
+    plugin's loop (FUSED_MAX_GROUP lowered so that the test rows exceed it)."""
+    from mp_deploy.kernels import group_norm
+
+    if path == "fused-two-pass":
+        monkeypatch.setattr(group_norm, "FUSED_MAX_GROUP", 8)
+    return path != "split"
+
+
 @needs_kernels
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("path", ["fused", "fused-two-pass", "split"])
 @pytest.mark.parametrize("shape,groups,silu", GROUP_NORM_CASES, ids=[_case_id(c) for c in GROUP_NORM_CASES])
 def test_group_norm_act_matches_reference(shape, groups, silu, path, dtype, monkeypatch):
-    from mp_deploy.kernels import group_norm
     from mp_deploy.kernels.group_norm import group_norm_act
 
-    fused = path != "split"
-    if path == "fused-two-pass":  # rows longer than one register tile: the TensorRT plugin's loop
-        monkeypatch.setattr(group_norm, "FUSED_MAX_GROUP", 8)
+    fused = _group_norm_path(path, monkeypatch)
 
     x = _randn(*shape, dtype=dtype, scale=2.0, shift=0.5)
     weight, bias = _affine(shape[1], dtype)
@@ -103,12 +110,9 @@ def test_group_norm_act_matches_reference(shape, groups, silu, path, dtype, monk
 @pytest.mark.parametrize("path", ["fused", "fused-two-pass", "split"])
 def test_group_norm_statistics_survive_large_mean(path, monkeypatch):
     """|mean| >> std: naive E[x^2] - E[x]^2 in fp32 would lose most digits of the variance."""
-    from mp_deploy.kernels import group_norm
     from mp_deploy.kernels.group_norm import group_norm_act
 
-    fused = path != "split"
-    if path == "fused-two-pass":
-        monkeypatch.setattr(group_norm, "FUSED_MAX_GROUP", 8)
+    fused = _group_norm_path(path, monkeypatch)
 
     x = _randn(2, 32, 17, 17, scale=0.01, shift=300.0)
     weight, bias = _affine(32, torch.float32)
@@ -279,7 +283,8 @@ def test_aoti_package_contains_the_triton_kernels(tmp_path):
 def _run_python(code: str, **env) -> str:
     environ = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     environ.update(env)
-    done = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code], capture_output=True, text=True, env=environ, timeout=300)
+    done = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code], capture_output=True, text=True,
+                          env=environ, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
