@@ -3,8 +3,11 @@
     python benchmarks/aoti_kernels.py [--only NAME,...] [--jobs 6]
 
 Small models, one kernel feature each, are exported and compiled in parallel worker processes, then each
-package is loaded and run in a fresh process (a crash there is reported with its signal, not fatal here) and
-compared with eager. Prints one line per variant: built / loads / matches, with the error.
+package is loaded and run in fresh processes (a crash there is reported with its signal, not fatal here) and
+compared with eager. Each package is loaded twice: `bare` (a new process that only loads torch, as a
+deployment does) and `warm` (CUDA, cuBLAS, Triton and our ops initialised first, as in the process that built
+it). `inductor_only` has no user kernel: the control. Prints one line per variant and load mode.
+Run under LD_PRELOAD=<benchmarks/segv_backtrace.c built as a .so> and a crash also shows its native stack.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import torch
 C, GROUPS, N_PROMPTS = 64, 16, 10
 # name -> (what it checks, inductor configs)
 VARIANTS = {
+    "inductor_only": ("control: Inductor's own Triton kernels only, no user kernel", {}),
     "add": ("a trivial triton_op kernel: AOTInductor's user-kernel path alone", {}),
     "add_embedded": ("the trivial kernel, its binary inside the .so", {"aot_inductor.embed_kernel_binary": True}),
     "group_norm_fused": ("group_norm_act, one-kernel path, weights as constants", {}),
@@ -33,6 +37,10 @@ VARIANTS = {
 }
 
 
+LOAD_MODES = ("bare", "warm")
+SAME_PROCESS = ("inductor_only", "add")  # also loaded by the process that built them (build_engine does that)
+
+
 def model_and_inputs(name: str):
     import mp_deploy.kernels  # noqa: F401  (registers torch.ops.mp_deploy.*)
 
@@ -41,6 +49,8 @@ def model_and_inputs(name: str):
     weight = (1 + 0.1 * torch.randn(C, generator=g)).cuda().half()
     bias = (0.1 * torch.randn(C, generator=g)).cuda().half()
     prompts = (torch.randn(2, N_PROMPTS, C, generator=g) * C ** -0.5).cuda().half()
+    if name == "inductor_only":
+        return _Pointwise(), (x, x)
     if name.startswith("add"):
         return _Add(), (x, x)
     if name == "group_norm_inputs":
@@ -50,6 +60,11 @@ def model_and_inputs(name: str):
     if name == "rearrange":
         return _Rearrange(weight, bias), (x, prompts)
     return _Neck(weight, bias), (x, prompts)
+
+
+class _Pointwise(torch.nn.Module):
+    def forward(self, a, b):
+        return torch.relu(a) * b + 1
 
 
 class _Add(torch.nn.Module):
@@ -117,8 +132,19 @@ def build(name: str, workdir: Path) -> None:
     torch.save({"inputs": inputs, "expected": expected, "path": path}, workdir / f"{name}.io.pt")
 
 
-def run(name: str, workdir: Path) -> None:
-    """Worker: load one package in this fresh process and compare it with eager."""
+def run(name: str, workdir: Path, mode: str) -> None:
+    """Worker: load one package in this fresh process and compare it with eager (`same`: build it here first,
+    into its own folder, and load it in the process that built it)."""
+    if mode == "same":
+        workdir = workdir / "same"
+        workdir.mkdir(exist_ok=True)
+        build(name, workdir)
+    elif mode == "warm":  # what the building process had: our ops, Triton, a CUDA context with cuBLAS
+        import mp_deploy.kernels  # noqa: F401
+
+        _register_add()
+        a = torch.randn(64, 64, device="cuda")
+        (a @ a).sum().item()
     io = torch.load(workdir / f"{name}.io.pt")
     fn = torch._inductor.aoti_load_package(io["path"])
     with torch.no_grad():
@@ -126,18 +152,21 @@ def run(name: str, workdir: Path) -> None:
     torch.testing.assert_close(got, io["expected"], atol=2e-2, rtol=2e-2)
 
 
-def _worker(verb: str, name: str, workdir: Path, timeout: float) -> tuple[int, str]:
+def _worker(verb: str, name: str, workdir: Path, timeout: float, mode: str = "bare") -> tuple[int, str]:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     try:
-        done = subprocess.run([sys.executable, "-X", "faulthandler", __file__, "--worker", verb, name, str(workdir)],
-                              capture_output=True, text=True, timeout=timeout, env=env)
+        done = subprocess.run([sys.executable, "-X", "faulthandler", __file__, "--worker", verb, name, str(workdir),
+                               mode], capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return 124, f"timed out after {timeout:.0f} s"
     lines = [line.strip() for line in done.stderr.strip().splitlines() if line.strip()]
     if "Fatal Python error" in done.stderr:  # faulthandler: name the Python frame that crashed
         current = next((i for i, line in enumerate(lines) if line.startswith("Current thread")), 0)
         frames = [line for line in lines[current:] if line.startswith("File ")]
-        return done.returncode, f"{lines[0]} in {frames[0] if frames else '?'}"
+        native = lines[lines.index("native stack (segv_backtrace):") + 1:] if \
+            "native stack (segv_backtrace):" in lines else []
+        where = f"{lines[0]} in {frames[0] if frames else '?'}"
+        return done.returncode, where + ("\n      " + "\n      ".join(native[:24]) if native else "")
     return done.returncode, (lines[-1] if lines else "")[-300:]
 
 
@@ -148,11 +177,14 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=240, help="seconds per build or run")
     ap.add_argument("--out", type=Path, help="JSON results")
     ap.add_argument("--keep-dir", type=Path, help="copy every variant's .pt2 here (their generated C++ inside)")
-    ap.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
-        verb, name, workdir = a.worker
-        (build if verb == "build" else run)(name, Path(workdir))
+        verb, name, workdir, mode = a.worker
+        if verb == "build":
+            build(name, Path(workdir))
+        else:
+            run(name, Path(workdir), mode)
         return 0
     if not torch.cuda.is_available():
         sys.exit("benchmarks/aoti_kernels.py needs a CUDA GPU")
@@ -162,13 +194,15 @@ def main() -> int:
     def check(name: str) -> dict:  # build, then load in a fresh process: each result as soon as it is known
         rc, err = _worker("build", name, workdir, a.timeout)
         row = {"variant": name, "checks": VARIANTS[name][0], "built": rc == 0, "build_error": err if rc else ""}
-        if rc == 0:
-            rc, err = _worker("run", name, workdir, a.timeout)
-            row.update(loads_and_matches=rc == 0, run_exit=rc, run_error=err if rc else "")
-        status = ("ok" if row.get("loads_and_matches") else
-                  f"RUN FAILED (exit {row['run_exit']}): {row['run_error']}" if row["built"] else
-                  f"BUILD FAILED: {row['build_error']}")
-        print(f"{name:24s} {status}   [{row['checks']}]", flush=True)
+        if rc != 0:
+            print(f"{name:24s} BUILD FAILED: {err}   [{row['checks']}]", flush=True)
+            return row
+        for mode in LOAD_MODES + (("same",) if name in SAME_PROCESS else ()):
+            rc, err = _worker("run", name, workdir, a.timeout, mode)
+            row[mode] = {"loads_and_matches": rc == 0, "exit": rc, "error": err if rc else ""}
+            status = "ok" if rc == 0 else f"RUN FAILED (exit {rc}): {err}"
+            print(f"{name:24s} {mode:5s} {status}   [{row['checks']}]", flush=True)
+        row["loads_and_matches"] = all(row[mode]["loads_and_matches"] for mode in LOAD_MODES)  # as deployed
         return row
 
     with ThreadPoolExecutor(a.jobs) as pool:

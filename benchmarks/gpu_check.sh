@@ -5,15 +5,17 @@
 #   bash benchmarks/fetch_debs.sh                # libpng/libjpeg/nlohmann-json headers for the C++ build -> .debs/
 # then run it through the device tool with carry [".whl", ".debs"] and a timeout of 10 minutes:
 #   bash benchmarks/gpu_check.sh
-# STAGES picks the stages (default "kernel_bench kernel_tests aoti_kernels full", about 8 minutes):
-#   kernel_bench   benchmarks/kernels.py                      kernel_tests  tests/test_kernels.py on CUDA
+# STAGES picks the stages (default "kernel_bench kernel_tests gpu_tests aoti_kernels cpp_tiny", about 6 minutes):
+#   kernel_bench   benchmarks/kernels.py (~2 min)             kernel_tests  tests/test_kernels.py on CUDA
+#   gpu_tests      the other CUDA tests (eager fp16 parity of the bundled defaults)
 #   kernel_aoti    the kernels' AOTInductor test (~2 min)     aoti_kernels  benchmarks/aoti_kernels.py (~3 min)
 #   full           full-size depth -> .pt2 (~5 min, in the background from the start) + latency.py beside it
 #   cpp            mp_infer vs Python on the full package (each side loads it: ~1 min apiece; needs `full`)
 #   cpp_tiny       mp_infer vs Python on a tiny-model CUDA package (~3 min, in the background)
-# e.g. STAGES="full cpp" (about 8 minutes) or STAGES="kernel_tests aoti_kernels cpp_tiny" (about 5).
-# Each stage has its own time limit. The full-size export, the longest stage, runs in the background from
-# the start while the kernel checks run in the foreground.
+# A 15-minute device budget takes two calls: the default, then STAGES="full cpp" (about 8 minutes).
+# Each stage has its own time limit. The builds run in the background from the start while the kernel
+# checks run in the foreground. Loads of CUDA packages run with benchmarks/segv_backtrace.c preloaded, so a
+# crash prints its native stack.
 # Results land in $OUT: summary.txt, kernels-*.json, aoti_kernels.json, latency JSON/CSV/PNG and logs.tar.gz
 # (every log and the small diagnostic packages, refreshed after each stage so that a cut-off run still returns
 # them): 7 files of the 8 that come back, so send the console to /dev/null or one file, not more.
@@ -23,7 +25,7 @@ LOGS=/tmp/logs
 mkdir -p "$OUT" "$LOGS"
 export PYTHONUNBUFFERED=1
 T0=$SECONDS
-STAGES=${STAGES:-kernel_bench kernel_tests aoti_kernels full}
+STAGES=${STAGES:-kernel_bench kernel_tests gpu_tests aoti_kernels cpp_tiny}
 want() { [[ " $STAGES " == *" $1 "* ]]; }
 stage() { echo "=== [$((SECONDS - T0)) s] $*" | tee -a "$OUT/summary.txt"; }
 save_logs() { tar -czf "$OUT/logs.tar.gz" -C /tmp logs 2> /dev/null; }
@@ -48,6 +50,9 @@ python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . > "$LOG
   || { ln -sfn ../kernels mp_deploy/kernels; ln -sfn ../export mp_deploy/export; export PYTHONPATH=/tmp/site:$PWD; }
 python3 -c "import torch, triton, mp_deploy.kernels, mp_deploy.export; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())" >> "$OUT/summary.txt" 2>&1
 ART=/tmp/artifacts
+# crash reports with the native stack (the AOTInductor loads that crashed on torch 2.11 printed only Python's)
+gcc -shared -fPIC -O1 -o /tmp/segv_backtrace.so benchmarks/segv_backtrace.c >> "$OUT/summary.txt" 2>&1 \
+  && NATIVE_STACK="env LD_PRELOAD=/tmp/segv_backtrace.so" || NATIVE_STACK=""
 
 # background 1 (export issue): the full SD-1.5-size depth model (seeded weights) -> AOTInductor CUDA fp16
 # package; build_engine checks parity against eager fp32 (TF32 off) and times the package. Kernels off (the
@@ -76,19 +81,23 @@ fi
 CPP_PID=$!
 
 # 1. kernel microbenchmarks (GPU time from CUDA-graph replays, so the compiles beside them do not count)
-want kernel_bench && run 120 kernel_bench python3 benchmarks/kernels.py --out "$OUT/kernels-$(date +%F).json"
+want kernel_bench && run 180 kernel_bench python3 benchmarks/kernels.py --out "$OUT/kernels-$(date +%F).json"
 
 # 2. kernel tests on CUDA: every kernel against its reference, the ops, torch's mutation analysis
-want kernel_tests && run 150 kernel_tests python3 -m pytest tests/test_kernels.py -q -p no:cacheprovider \
+want kernel_tests && run 120 kernel_tests python3 -m pytest tests/test_kernels.py -q -p no:cacheprovider \
   -o addopts="" -k "not aoti_package"
+
+# 2b. the other CUDA tests: the bundled defaults' eager fp16 against the fp16 parity rule
+want gpu_tests && run 90 gpu_tests python3 -m pytest tests/test_export.py -q -p no:cacheprovider -o addopts="" \
+  -m gpu -s
 
 # 3. an AOTInductor CUDA package with the Triton kernels inside, loaded and compared with eager in a fresh
 #    process (a crash there cannot take the other checks with it)
-want kernel_aoti && run 150 kernel_aoti python3 -m pytest tests/test_kernels.py -q -p no:cacheprovider \
+want kernel_aoti && run 150 kernel_aoti $NATIVE_STACK python3 -m pytest tests/test_kernels.py -q -p no:cacheprovider \
   -o addopts="" -m gpu -k "aoti_package"
 
 # 4. which kernel features such packages survive: small variants built in parallel, each loaded apart
-want aoti_kernels && run 240 aoti_kernels python3 benchmarks/aoti_kernels.py --out "$OUT/aoti_kernels.json" \
+want aoti_kernels && run 200 aoti_kernels $NATIVE_STACK python3 benchmarks/aoti_kernels.py --timeout 150 --out "$OUT/aoti_kernels.json" \
   --keep-dir "$LOGS/aoti_packages"
 
 if want full; then
@@ -109,7 +118,7 @@ if want cpp || want cpp_tiny; then
   stage "waiting for the C++ build"; wait "$CPP_PID"; finish cpp_build $?
   PT2=$(ls -S "$ART"/*-cuda.pt2 2> /dev/null | head -1)
   if [ -n "$PT2" ]; then
-    run 150 cpp_parity python3 benchmarks/cpp_parity.py --engine "$PT2" --mp-infer /tmp/cppbuild/cpp/mp_infer
+    run 150 cpp_parity $NATIVE_STACK python3 benchmarks/cpp_parity.py --engine "$PT2" --mp-infer /tmp/cppbuild/cpp/mp_infer
   else
     stage "cpp_parity skipped: no CUDA package was built"
   fi

@@ -220,7 +220,7 @@ def validate(path: Path, reference, network: TaskNetwork, runs: int) -> dict:
         row["rel_l2"] = check_parity(lambda x: engine.runner(x), reference, network, tolerance)
         row["status"] = "ok"
     except ParityError as e:
-        row["rel_l2"], row["status"] = float("nan"), f"FAIL: {e}"
+        row["rel_l2"], row["status"] = e.rel_l2, f"FAIL: {e}"
     x = network.sample("opt").to(engine.device)
     row["ms"] = median_latency_ms(engine, x, runs)
     return row

@@ -30,7 +30,9 @@ FP32 = onnx.TensorProto.FLOAT
 
 
 class ParityError(AssertionError):
-    pass
+    def __init__(self, message: str, rel_l2: float = float("nan")):
+        super().__init__(message)
+        self.rel_l2 = rel_l2  # the measured error when there is one (a table still shows it)
 
 
 def tensorrt_graph_problems(model: onnx.ModelProto, plugin_namespace: str = "mp_deploy") -> list[str]:
@@ -115,5 +117,5 @@ def check_parity(run, reference_model, network, tolerance: float, seeds=(1, 2)) 
         # but an fp16 output's own rounding already costs the tiny seeded model 8.3e-3 centred.)
         worst = max(worst, rel_l2(out, ref))
     if worst > tolerance:
-        raise ParityError(f"relative L2 {worst:.2e} against eager fp32 exceeds {tolerance:.0e}")
+        raise ParityError(f"relative L2 {worst:.2e} against eager fp32 exceeds {tolerance:.0e}", worst)
     return worst

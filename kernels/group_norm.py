@@ -22,16 +22,20 @@ APPLY_BLOCK = 2048
 FUSED_BLOCK = 2048  # the two-pass fused kernel's block (TensorRT plugin)
 FUSED_MAX_GROUP = 16384  # rows up to this size are one register tile: 32 fp32 values per thread at 16 warps
 STATS_PROGRAMS = 512  # stats programs to aim for: about 4 per SM on an H100
+STAGES = 3  # loads in flight per program in the reduction loops (tl.range software pipelining)
 MAX_SPLIT = 64
 NUM_WARPS = 4
 
 
 @triton.jit
-def _group_stats_kernel(x_ptr, group_numel, stats_ptr, SPLIT: tl.constexpr, BLOCK: tl.constexpr):
+def _group_stats_kernel(x_ptr, group_numel, stats_ptr, SPLIT: tl.constexpr, BLOCK: tl.constexpr,
+                        STAGES: tl.constexpr):
     """Program (chunk, row) -> stats[row, :, chunk] = (count, mean - shift, M2) of that chunk of the row.
 
     shift = the row's first value: sums of (x - shift) keep fp32 precision when |mean| >> std, and the
     consumers normalise as ((x - shift) - (mean - shift)) * rstd so that the large shift cancels exactly.
+    The loop is software-pipelined (STAGES blocks in flight): Triton pipelines only loads that feed a tl.dot
+    unless the loop asks, and one block per round trip left this pass bound by memory latency.
     """
     chunk_id = tl.program_id(0)
     row = tl.program_id(1).to(tl.int64)
@@ -43,7 +47,7 @@ def _group_stats_kernel(x_ptr, group_numel, stats_ptr, SPLIT: tl.constexpr, BLOC
     shift = tl.load(base).to(tl.float32)
     acc = tl.zeros([BLOCK], tl.float32)
     acc_sq = tl.zeros([BLOCK], tl.float32)
-    for off in range(start, end, BLOCK):
+    for off in tl.range(start, end, BLOCK, num_stages=STAGES):
         idx = off + tl.arange(0, BLOCK)
         mask = idx < end
         d = tl.where(mask, tl.load(base + idx, mask=mask, other=0.0).to(tl.float32) - shift, 0.0)
@@ -103,8 +107,10 @@ def _group_norm_apply_kernel(x_ptr, stats_ptr, w_ptr, b_ptr, group_numel, hw, gr
 
 @triton.jit
 def _group_norm_fused_kernel(x_ptr, w_ptr, b_ptr, group_numel, hw, groups, y_ptr,
-                             EPS: tl.constexpr, SILU: tl.constexpr, BLOCK: tl.constexpr, ONE_TILE: tl.constexpr):
-    """Program (row,): statistics of the whole row, then normalise it. ONE_TILE: the row fits in BLOCK."""
+                             EPS: tl.constexpr, SILU: tl.constexpr, BLOCK: tl.constexpr, ONE_TILE: tl.constexpr,
+                             STAGES: tl.constexpr):
+    """Program (row,): statistics of the whole row, then normalise it. ONE_TILE: the row fits in BLOCK;
+    otherwise two pipelined passes (STAGES blocks in flight, see `_group_stats_kernel`)."""
     row = tl.program_id(0)
     base = row.to(tl.int64) * group_numel
     first_channel = (row % groups) * (group_numel // hw)
@@ -122,7 +128,7 @@ def _group_norm_fused_kernel(x_ptr, w_ptr, b_ptr, group_numel, hw, groups, y_ptr
     else:
         acc = tl.zeros([BLOCK], tl.float32)
         acc_sq = tl.zeros([BLOCK], tl.float32)
-        for off in range(0, group_numel, BLOCK):
+        for off in tl.range(0, group_numel, BLOCK, num_stages=STAGES):
             idx = off + tl.arange(0, BLOCK)
             mask = idx < group_numel
             d = tl.where(mask, tl.load(x_ptr + base + idx, mask=mask, other=0.0).to(tl.float32) - shift, 0.0)
@@ -131,7 +137,7 @@ def _group_norm_fused_kernel(x_ptr, w_ptr, b_ptr, group_numel, hw, groups, y_ptr
         mean_d = tl.sum(acc, 0) / n
         var = tl.maximum(tl.sum(acc_sq, 0) / n - mean_d * mean_d, 0.0)
         rstd = 1.0 / tl.sqrt(var + EPS)
-        for off in range(0, group_numel, BLOCK):
+        for off in tl.range(0, group_numel, BLOCK, num_stages=STAGES):
             idx = off + tl.arange(0, BLOCK)
             mask = idx < group_numel
             x = tl.load(x_ptr + base + idx, mask=mask, other=0.0).to(tl.float32)
@@ -155,17 +161,17 @@ def stats_split(rows: int, group_numel: int, programs: int = STATS_PROGRAMS, blo
 
 
 def group_stats(x: torch.Tensor, groups: int, programs: int = STATS_PROGRAMS, block: int = STATS_BLOCK,
-                num_warps: int = NUM_WARPS) -> torch.Tensor:
+                num_warps: int = NUM_WARPS, stages: int = STAGES) -> torch.Tensor:
     """Partial moments of a contiguous x: (B * groups, 3, SPLIT) fp32, per chunk of each (batch, group) row
-    (count, mean - the row's first value, M2); SPLIT = stats.shape[-1]. `programs`, `block` and
-    `num_warps` are for tests and benchmark sweeps."""
+    (count, mean - the row's first value, M2); SPLIT = stats.shape[-1]. `programs`, `block`, `num_warps`
+    and `stages` are for tests and benchmark sweeps."""
     batch, channels = x.shape[:2]
     group_numel = channels // groups * (x.numel() // max(batch * channels, 1))
     rows = batch * groups
     split = stats_split(rows, group_numel, programs, block)
     stats = torch.empty((rows, 3, split), device=x.device, dtype=torch.float32)
     traceable(_group_stats_kernel, x)[(split, rows)](
-        x, group_numel, stats, SPLIT=split, BLOCK=block, num_warps=num_warps)
+        x, group_numel, stats, SPLIT=split, BLOCK=block, STAGES=stages, num_warps=num_warps)
     return stats
 
 
@@ -193,7 +199,7 @@ def group_norm_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, gr
         block = max(16, triton.next_power_of_2(group_numel)) if one_tile else FUSED_BLOCK
         traceable(_group_norm_fused_kernel, x)[(rows,)](
             x, weight, bias, group_numel, hw, groups, y,
-            EPS=eps, SILU=silu, BLOCK=block, ONE_TILE=one_tile, num_warps=min(16, max(4, block // 512)))
+            EPS=eps, SILU=silu, BLOCK=block, ONE_TILE=one_tile, STAGES=STAGES, num_warps=min(16, max(4, block // 512)))
     else:
         stats = group_stats(x, groups)
         grid = (triton.cdiv(group_numel, APPLY_BLOCK), rows)

@@ -93,11 +93,13 @@ def dot_in_fp32(dtype: torch.dtype) -> bool:
 
 def norm_relu_rearrange(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int, eps: float,
                         prompts: torch.Tensor, tile_hw: int | None = None, block_c: int = BLOCK_C,
-                        num_warps: int = NUM_WARPS) -> torch.Tensor:
+                        num_warps: int = NUM_WARPS, num_stages: int = NUM_STAGES,
+                        stats_config: tuple[int, int, int, int] | None = None) -> torch.Tensor:
     """relu(group_norm(x)) contracted with prompts: x (B, C, H, W), prompts (B, N, C) -> (B, N, H, W), x's dtype.
 
-    `tile_hw` forces the spatial tile (by default `block_hw` picks it); it, `block_c` and `num_warps` are
-    there for tests and benchmark sweeps."""
+    `tile_hw` forces the spatial tile (by default `block_hw` picks it); it, `block_c`, `num_warps`,
+    `num_stages` and `stats_config` (group_stats' programs, block, warps, stages) are there for tests and
+    benchmark sweeps."""
     if x.dim() != 4 or prompts.dim() != 3 or prompts.shape[0] != x.shape[0] or prompts.shape[2] != x.shape[1]:
         raise ValueError(f"norm_relu_rearrange: need x (B, C, H, W) and prompts (B, N, C), got "
                          f"{tuple(x.shape)} and {tuple(prompts.shape)}")
@@ -110,7 +112,7 @@ def norm_relu_rearrange(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     if out.numel() == 0:
         return out
     x, prompts = x.contiguous(), prompts.contiguous()
-    stats = group_stats(x, groups)
+    stats = group_stats(x, groups, *(stats_config or ()))
     bn = block_n(n_prompts)
     bhw = tile_hw or block_hw(hw, n_prompts, batch)
     grid = (triton.cdiv(n_prompts, bn), triton.cdiv(hw, bhw), batch)
@@ -118,5 +120,5 @@ def norm_relu_rearrange(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
         x, stats, weight.contiguous(), bias.contiguous(), prompts, channels, hw, n_prompts, groups, out,
         EPS=eps, SPLIT=stats.shape[-1], GROUPS_BLOCK=max(2, triton.next_power_of_2(groups)),
         BLOCK_N=bn, BLOCK_C=block_c, BLOCK_HW=bhw, DOT_IN_FP32=dot_in_fp32(x.dtype),
-        num_warps=num_warps, num_stages=NUM_STAGES)
+        num_warps=num_warps, num_stages=num_stages)
     return out

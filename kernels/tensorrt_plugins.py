@@ -98,7 +98,8 @@ def group_stats_spec(x_type: str):
     from . import group_norm as gn
 
     params = (("x_ptr", "*" + x_type), ("group_numel", "i32"), ("stats_ptr", "*fp32"))
-    return gn._group_stats_kernel, params, (("SPLIT", STATS_SPLIT), ("BLOCK", gn.STATS_BLOCK)), gn.NUM_WARPS, 1
+    constexprs = (("SPLIT", STATS_SPLIT), ("BLOCK", gn.STATS_BLOCK), ("STAGES", gn.STAGES))
+    return gn._group_stats_kernel, params, constexprs, gn.NUM_WARPS, 1
 
 
 def norm_relu_rearrange_spec(x_type: str, w_type: str, b_type: str, p_type: str, groups: int, eps: float,
@@ -119,7 +120,8 @@ def group_norm_act_spec(x_type: str, w_type: str, b_type: str, eps: float, silu:
 
     params = (("x_ptr", "*" + x_type), ("w_ptr", "*" + w_type), ("b_ptr", "*" + b_type), ("group_numel", "i32"),
               ("hw", "i32"), ("groups", "i32"), ("y_ptr", "*" + x_type))
-    constexprs = (("EPS", float(eps)), ("SILU", bool(silu)), ("BLOCK", gn.FUSED_BLOCK), ("ONE_TILE", False))
+    constexprs = (("EPS", float(eps)), ("SILU", bool(silu)), ("BLOCK", gn.FUSED_BLOCK), ("ONE_TILE", False),
+                  ("STAGES", gn.STAGES))
     return gn._group_norm_fused_kernel, params, constexprs, gn.NUM_WARPS, 1
 
 

@@ -351,3 +351,26 @@ def test_engines_are_refused_on_another_gpu_or_tensorrt(backend, monkeypatch):
     monkeypatch.setattr(artifacts, "tensorrt_version", lambda: "10.13.0")
     with pytest.raises(ArtifactError, match="built with TensorRT 10.9.0, this machine has TensorRT 10.13.0"):
         artifacts.check_machine_matches(meta, "model")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 artifacts are built for CUDA")
+@pytest.mark.parametrize("task", ["depth", "seg", "pose"])
+def test_bundled_default_in_fp16_meets_the_parity_rule(task):
+    """What build_engine's fp16 gate sees on a GPU before any export: eager fp16 of the bundled default at its
+    preset window against eager fp32 (TF32 off). Run in fp16 on CPU, the tiny pose model gives 4.8e-3, close
+    to the 5e-3 rule: its random weights amplify rounding through the three UNet passes."""
+    from mp_deploy.configs import PRESETS
+    from mp_deploy.export.validate import check_parity
+
+    window = PRESETS[PRESET[task]].window
+    reference = seeded_model(task).cuda()
+    network = TaskNetwork(reference, "fp16", ShapeRange((1, 1, 1), (window[0],) * 3, (window[1],) * 3), "cuda")
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        with torch.no_grad():
+            err = check_parity(network.model, reference, network, build_engine.TOLERANCE["fp16"])
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    print(f"{task}: eager fp16 relative L2 {err:.2e}")
