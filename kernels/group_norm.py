@@ -81,9 +81,14 @@ def _row_moments(x_ptr, stats_ptr, rows, row_mask, group_numel, EPS: tl.constexp
 @triton.jit
 def _normalize(x, shift, mean_d, rstd, w_ptr, b_ptr, channel, mask, SILU: tl.constexpr):
     """Affine GroupNorm of fp32 x given shift and mean - shift (see `_group_stats_kernel`), SiLU if SILU."""
-    w = tl.load(w_ptr + channel, mask=mask, other=0.0).to(tl.float32)
-    b = tl.load(b_ptr + channel, mask=mask, other=0.0).to(tl.float32)
-    y = ((x - shift) - mean_d) * (rstd * w) + b
+    w = tl.load(w_ptr + channel, mask=mask, other=0.0)
+    b = tl.load(b_ptr + channel, mask=mask, other=0.0)
+    return _normalize_loaded(x, shift, mean_d, rstd, w, b, SILU)
+
+
+@triton.jit
+def _normalize_loaded(x, shift, mean_d, rstd, w, b, SILU: tl.constexpr):
+    y = ((x - shift) - mean_d) * (rstd * w.to(tl.float32)) + b.to(tl.float32)
     if SILU:
         y = y * tl.sigmoid(y)
     return y
@@ -96,12 +101,15 @@ def _group_norm_apply_kernel(x_ptr, stats_ptr, w_ptr, b_ptr, group_numel, hw, gr
     row = tl.program_id(1)
     idx = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = idx < group_numel
-    rows = row + tl.zeros([1], tl.int32)  # a 1-row vector: `_row_moments` works on vectors
-    shift, mean_d, rstd = _row_moments(x_ptr, stats_ptr, rows, rows >= 0, group_numel, EPS, SPLIT)
+    # every load is issued before the statistics are used: one memory round trip per program, not two
     channel = (row % groups) * (group_numel // hw) + idx // hw
     offs = row.to(tl.int64) * group_numel + idx
-    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    y = _normalize(x, shift, mean_d, rstd, w_ptr, b_ptr, channel, mask, SILU)
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0)
+    w = tl.load(w_ptr + channel, mask=mask, other=0.0)
+    b = tl.load(b_ptr + channel, mask=mask, other=0.0)
+    rows = row + tl.zeros([1], tl.int32)  # a 1-row vector: `_row_moments` works on vectors
+    shift, mean_d, rstd = _row_moments(x_ptr, stats_ptr, rows, rows >= 0, group_numel, EPS, SPLIT)
+    y = _normalize_loaded(x.to(tl.float32), shift, mean_d, rstd, w, b, SILU)
     tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 

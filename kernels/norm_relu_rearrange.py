@@ -36,6 +36,12 @@ def _norm_relu_rearrange_kernel(x_ptr, stats_ptr, w_ptr, b_ptr, p_ptr, channels,
     s_mask = s < hw
     channels_per_group = channels // groups
 
+    # the affine weights are prefetched one channel block ahead: Triton's pipeliner takes the x and prompt
+    # tiles (they feed tl.dot) but not these small loads, which would otherwise cost a memory round trip
+    # per channel block
+    c_next = tl.arange(0, BLOCK_C)
+    w_next = tl.load(w_ptr + c_next, mask=c_next < channels, other=0.0)
+    b_next = tl.load(b_ptr + c_next, mask=c_next < channels, other=0.0)
     # statistics of this batch's groups, once per program; per channel they are picked by a one-hot sum below
     # (registers cannot be indexed), which is far cheaper than re-reading the partial moments per channel block
     g = tl.arange(0, GROUPS_BLOCK)
@@ -48,12 +54,15 @@ def _norm_relu_rearrange_kernel(x_ptr, stats_ptr, w_ptr, b_ptr, p_ptr, channels,
     for c0 in range(0, channels, BLOCK_C):
         c = c0 + tl.arange(0, BLOCK_C)
         c_mask = c < channels
+        w = w_next.to(tl.float32)
+        b = b_next.to(tl.float32)
+        c_next = c + BLOCK_C
+        w_next = tl.load(w_ptr + c_next, mask=c_next < channels, other=0.0)
+        b_next = tl.load(b_ptr + c_next, mask=c_next < channels, other=0.0)
         one_hot = (c // channels_per_group)[:, None] == g[None, :]
         shift_c = tl.sum(tl.where(one_hot, shift_g[None, :], 0.0), 1)
         mean = tl.sum(tl.where(one_hot, mean_g[None, :], 0.0), 1)  # relative to shift_c
         rstd = tl.sum(tl.where(one_hot, rstd_g[None, :], 0.0), 1)
-        w = tl.load(w_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
-        b = tl.load(b_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
         scale = rstd * w
         offset = b - mean * scale
         x = tl.load(x_base + c[:, None] * hw + s[None, :], mask=c_mask[:, None] & s_mask[None, :], other=0.0)
