@@ -45,7 +45,7 @@ from mp_deploy.artifacts import ArtifactError, read_sidecar  # noqa: E402
 from mp_deploy.configs import DEFAULT_PRESET, PRESETS  # noqa: E402
 from mp_deploy.engine import Engine  # noqa: E402
 from mp_deploy.export.networks import to_precision  # noqa: E402
-from mp_deploy.models import build_model, seeded_model  # noqa: E402
+from mp_deploy.models import SEEDED_RULE, build_model, seeded_model  # noqa: E402
 
 BACKENDS = ["eager-fp32", "eager-fp16", "eager-fp16-kernels", "cudagraph-fp16", "cudagraph-fp16-kernels",
             "compile", "aoti", "tensorrt", "onnxruntime"]
@@ -54,7 +54,6 @@ CSV_FIELDS = ["device", "task", "preset", "model_size", "backend", "batch", "hei
               "median_ms", "p20_ms", "p80_ms", "gflop", "tflops", "pct_ceiling", "speedup", "peak_mb", "delta_mb",
               "setup_s", "rel_l2", "status", "note"]
 SEED = 0
-SEEDED_RULE = 2  # export/build_engine.py SEEDED_RULE: the seeded weight rule the artifacts were built with
 
 
 def log(msg: str = "") -> None:

@@ -29,7 +29,6 @@ from mp_deploy.export.validate import ParityError, check_parity, tensorrt_graph_
 
 TOLERANCE = {"fp32": 1e-4, "fp16": 5e-3}
 DEFAULT_SEED = 0
-SEEDED_RULE = 2  # bump when seeded_model's weight rule changes, so old artifacts are not reused
 
 
 def log(msg: str) -> None:
@@ -72,7 +71,7 @@ def _triple(text: str, name: str) -> tuple[int, int, int]:
 def load_source(args):
     """-> (model in fp32 eval mode, source description for the sidecar)."""
     from mp_deploy.checkpoints import load_model, load_sd_weights
-    from mp_deploy.models import build_model, seeded_model
+    from mp_deploy.models import SEEDED_RULE, build_model, seeded_model
 
     overrides = {"preset": args.preset} if args.preset else {}
     if args.checkpoint:
