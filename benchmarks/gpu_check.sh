@@ -97,8 +97,8 @@ want kernel_aoti && run 150 kernel_aoti $NATIVE_STACK python3 -m pytest tests/te
   -o addopts="" -m gpu -k "aoti_package"
 
 # 4. which kernel features such packages survive: small variants built in parallel, each loaded apart
-want aoti_kernels && run 200 aoti_kernels $NATIVE_STACK python3 benchmarks/aoti_kernels.py --timeout 150 --out "$OUT/aoti_kernels.json" \
-  --keep-dir "$LOGS/aoti_packages"
+want aoti_kernels && run 200 aoti_kernels $NATIVE_STACK python3 benchmarks/aoti_kernels.py --timeout 150 \
+  --out "$OUT/aoti_kernels.json" --keep-dir "$LOGS/aoti_packages"
 
 if want full; then
   stage "waiting for build_engine"
@@ -118,7 +118,8 @@ if want cpp || want cpp_tiny; then
   stage "waiting for the C++ build"; wait "$CPP_PID"; finish cpp_build $?
   PT2=$(ls -S "$ART"/*-cuda.pt2 2> /dev/null | head -1)
   if [ -n "$PT2" ]; then
-    run 150 cpp_parity $NATIVE_STACK python3 benchmarks/cpp_parity.py --engine "$PT2" --mp-infer /tmp/cppbuild/cpp/mp_infer
+    run 150 cpp_parity $NATIVE_STACK python3 benchmarks/cpp_parity.py --engine "$PT2" \
+      --mp-infer /tmp/cppbuild/cpp/mp_infer
   else
     stage "cpp_parity skipped: no CUDA package was built"
   fi

@@ -419,7 +419,8 @@ def artifact_backend(bench: Bench, name: str, batches: list[int]):
     t0 = time.perf_counter()
     engine = Engine.load(path, device=bench.device)
     load_s = time.perf_counter() - t0
-    comparable = meta.get("source") == {"seeded": a.model_size, "seed": SEED, "rule": SEEDED_RULE}  # the weights of our eager model
+    # built from the weights of our eager model?
+    comparable = meta.get("source") == {"seeded": a.model_size, "seed": SEED, "rule": SEEDED_RULE}
     if name == "onnxruntime":
         note = "; ".join(filter(None, [note, "includes numpy input/output copies"]))
     s = meta["shapes"]

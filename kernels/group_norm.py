@@ -207,7 +207,8 @@ def group_norm_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, gr
         block = max(16, triton.next_power_of_2(group_numel)) if one_tile else FUSED_BLOCK
         traceable(_group_norm_fused_kernel, x)[(rows,)](
             x, weight, bias, group_numel, hw, groups, y,
-            EPS=eps, SILU=silu, BLOCK=block, ONE_TILE=one_tile, STAGES=STAGES, num_warps=min(16, max(4, block // 512)))
+            EPS=eps, SILU=silu, BLOCK=block, ONE_TILE=one_tile, STAGES=STAGES,
+            num_warps=min(16, max(4, block // 512)))
     else:
         stats = group_stats(x, groups)
         grid = (triton.cdiv(group_numel, APPLY_BLOCK), rows)
