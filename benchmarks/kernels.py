@@ -41,15 +41,14 @@ NORM_RELU_REARRANGE_SHAPES = [
     ("seg level 1/16", (1, 768, 32, 32), 150),
     ("seg level 1/32", (1, 768, 16, 16), 150),
 ]
-# swept on the batch-1 depth neck: (spatial tile, channel block, warps, pipeline stages); the first is the
-# default. Both passes were latency-bound on an H200 (12 serial channel blocks, 6 serial stats blocks):
-# fewer, larger blocks and deeper pipelines are what this sweep tries.
-NECK_CONFIGS = [(None, 64, 4, 3), (32, 64, 4, 3), (64, 64, 4, 3), (16, 128, 4, 3), (16, 128, 8, 3),
-                (16, 256, 8, 2), (16, 256, 8, 3), (32, 256, 8, 2), (16, 64, 4, 4), (32, 128, 8, 4)]
-# the statistics pass, swept on the same neck: (programs to aim for, block, warps, stages); the first is the
-# default
-STATS_CONFIGS = [(512, 1024, 4, 3), (512, 1024, 4, 1), (1024, 1024, 4, 3), (512, 2048, 8, 3), (512, 4096, 8, 2),
-                 (1024, 2048, 8, 3), (2048, 2048, 8, 2), (256, 2048, 4, 4)]
+# swept on the batch-1 depth neck after the default: (spatial tile, channel block, warps, pipeline stages).
+# Both passes were latency-bound on an H200 (12 serial channel blocks, 6 serial stats blocks): fewer,
+# larger blocks and deeper pipelines are what this sweep tries.
+NECK_CONFIGS = [(32, 64, 4, 3), (64, 64, 4, 3), (16, 128, 4, 3), (16, 128, 8, 3), (16, 256, 8, 2),
+                (16, 256, 8, 3), (32, 256, 8, 2), (16, 64, 4, 4), (32, 128, 8, 4)]
+# the statistics pass, swept on the same neck after the default: (programs to aim for, block, warps, stages)
+STATS_CONFIGS = [(512, 1024, 4, 1), (1024, 1024, 4, 3), (512, 2048, 8, 3), (512, 4096, 8, 2), (1024, 2048, 8, 3),
+                 (2048, 2048, 8, 2), (256, 2048, 4, 4)]
 # UNet ResBlock GroupNorm(32) + SiLU inputs at a 512 x 512 image (64 x 64 latents), and at batch 8
 GROUP_NORM_SHAPES = [(1, 320, 64, 64), (1, 640, 64, 64), (1, 1280, 64, 64), (1, 640, 32, 32),
                      (1, 1280, 32, 32), (1, 1280, 16, 16), (1, 2560, 8, 8), (8, 320, 64, 64), (8, 1280, 16, 16)]
@@ -118,9 +117,11 @@ def _affine(channels, gen):
 
 
 def bench_norm_relu_rearrange(args, flush, gen):
-    from mp_deploy.kernels.group_norm import group_stats
-    from mp_deploy.kernels.norm_relu_rearrange import block_hw, norm_relu_rearrange
+    from mp_deploy.kernels import group_norm as gn, norm_relu_rearrange as nrr
 
+    # the launchers' defaults first (starred), then the alternatives
+    neck_configs = [(None, nrr.BLOCK_C, nrr.NUM_WARPS, nrr.NUM_STAGES)] + NECK_CONFIGS
+    stats_configs = [(gn.STATS_PROGRAMS, gn.STATS_BLOCK, gn.NUM_WARPS, gn.STAGES)] + STATS_CONFIGS
     rows = []
     for index, (name, shape, n_prompts) in enumerate(NORM_RELU_REARRANGE_SHAPES):
         batch, channels = shape[:2]
@@ -131,33 +132,32 @@ def bench_norm_relu_rearrange(args, flush, gen):
         def eager():
             return torch.einsum("bchw,bnc->bnhw", F.relu(F.group_norm(x, 16, weight, bias, 1e-5)), prompts)
 
-        default = block_hw(shape[2] * shape[3], n_prompts, batch)
-        configs = NECK_CONFIGS if index == 0 else NECK_CONFIGS[:1]
-        for tile, block_c, warps, stages in configs:
+        default = nrr.block_hw(shape[2] * shape[3], n_prompts, batch)
+        configs = neck_configs if index == 0 else neck_configs[:1]
+        for i, (tile, block_c, warps, stages) in enumerate(configs):
             tile = tile or default
 
             def triton(tile=tile, block_c=block_c, warps=warps, stages=stages):
-                return norm_relu_rearrange(x, weight, bias, 16, 1e-5, prompts, tile_hw=tile, block_c=block_c,
-                                           num_warps=warps, num_stages=stages)
+                return nrr.norm_relu_rearrange(x, weight, bias, 16, 1e-5, prompts, tile_hw=tile, block_c=block_c,
+                                               num_warps=warps, num_stages=stages)
 
-            star = "*" if (tile, block_c, warps, stages) == (default, *NECK_CONFIGS[0][1:]) else ""
+            star = "*" if i == 0 else ""
             label = f"{name} {'x'.join(map(str, shape))} N={n_prompts} t{tile} c{block_c} w{warps} s{stages}{star}"
             rows.append(_row("norm_relu_rearrange", label, eager, triton, (x, prompts, weight, bias), args, flush))
         if index == 0:  # its statistics pass alone: how the time splits between the two launches
-            for config in STATS_CONFIGS:
-                star = "*" if config == STATS_CONFIGS[0] else ""
-                label = "{} p{} b{} w{} s{}{} (vs group_norm)".format(name, *config, star)
+            for i, config in enumerate(stats_configs):
+                label = "{} p{} b{} w{} s{}{} (vs group_norm)".format(name, *config, "*" if i == 0 else "")
                 rows.append(_row("group_stats", label, lambda: F.group_norm(x, 16, weight, bias, 1e-5),
-                                 lambda c=config: group_stats(x, 16, *c), (x,), args, flush, compare=False))
+                                 lambda c=config: gn.group_stats(x, 16, *c), (x,), args, flush, compare=False))
             # the fastest rearrangement with the fastest statistics pass: what the swept constants can reach
-            apply = min(zip(rows, NECK_CONFIGS), key=lambda pair: pair[0]["triton_us"])[1]
-            stats = min(zip(rows[len(NECK_CONFIGS):], STATS_CONFIGS), key=lambda pair: pair[0]["triton_us"])[1]
+            apply = min(zip(rows, neck_configs), key=lambda pair: pair[0]["triton_us"])[1]
+            stats = min(zip(rows[len(neck_configs):], stats_configs), key=lambda pair: pair[0]["triton_us"])[1]
             tile, block_c, warps, stages = apply[0] or default, *apply[1:]
             label = "{} t{} c{} w{} s{} + stats p{} b{} w{} s{}".format(name, tile, block_c, warps, stages, *stats)
             rows.append(_row("norm_relu_rearrange", label, eager,
-                             lambda: norm_relu_rearrange(x, weight, bias, 16, 1e-5, prompts, tile_hw=tile,
-                                                         block_c=block_c, num_warps=warps, num_stages=stages,
-                                                         stats_config=stats),
+                             lambda: nrr.norm_relu_rearrange(x, weight, bias, 16, 1e-5, prompts, tile_hw=tile,
+                                                             block_c=block_c, num_warps=warps, num_stages=stages,
+                                                             stats_config=stats),
                              (x, prompts, weight, bias), args, flush))
     return rows
 

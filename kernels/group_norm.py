@@ -80,7 +80,7 @@ def _row_moments(x_ptr, stats_ptr, rows, row_mask, group_numel, EPS: tl.constexp
 
 @triton.jit
 def _normalize(x, shift, mean_d, rstd, w_ptr, b_ptr, channel, mask, SILU: tl.constexpr):
-    """Affine GroupNorm of fp32 x given shift and mean - shift (see `_group_stats_kernel`), SiLU if SILU."""
+    """`_normalize_loaded` with each element's channel weight and bias loaded here."""
     w = tl.load(w_ptr + channel, mask=mask, other=0.0)
     b = tl.load(b_ptr + channel, mask=mask, other=0.0)
     return _normalize_loaded(x, shift, mean_d, rstd, w, b, SILU)
@@ -88,6 +88,7 @@ def _normalize(x, shift, mean_d, rstd, w_ptr, b_ptr, channel, mask, SILU: tl.con
 
 @triton.jit
 def _normalize_loaded(x, shift, mean_d, rstd, w, b, SILU: tl.constexpr):
+    """Affine GroupNorm of fp32 x given shift and mean - shift (see `_group_stats_kernel`), SiLU if SILU."""
     y = ((x - shift) - mean_d) * (rstd * w.to(tl.float32)) + b.to(tl.float32)
     if SILU:
         y = y * tl.sigmoid(y)
