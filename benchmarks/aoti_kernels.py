@@ -4,20 +4,25 @@
 
 Small models, one kernel feature each, are exported and compiled in parallel worker processes, then each
 package is loaded and run in fresh processes (a crash there is reported with its signal, not fatal here) and
-compared with eager. Each package is loaded twice: `bare` (a new process that only loads torch, as a
-deployment does) and `warm` (CUDA, cuBLAS, Triton and our ops initialised first, as in the process that built
-it). `inductor_only` has no user kernel: the control. Prints one line per variant and load mode.
-Run under LD_PRELOAD=<benchmarks/segv_backtrace.c built as a .so> and a crash also shows its native stack.
+compared with eager. Each package is loaded three times: `bare` (a new process that only loads torch and the
+inputs, as a deployment does), `warm` (CUDA, cuBLAS, Triton and our ops initialised first, as in the process
+that built it) and `indexed` (warm, and the device index passed to the loader, as mp_deploy.Engine and the C++
+runtime do). `inductor_only` has no user kernel: the control. Prints one line per variant and load mode, and
+what each package holds (kernel binaries; a .json would mean an op left to the proxy executor).
+Packages are built with AOT_INDUCTOR_DEBUG_SYMBOLS=1; run under LD_PRELOAD=<benchmarks/segv_backtrace.c built
+as a .so> and a crash also shows its native stack, with the package's own function names.
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -37,7 +42,7 @@ VARIANTS = {
 }
 
 
-LOAD_MODES = ("bare", "warm")
+LOAD_MODES = ("bare", "warm", "indexed")
 SAME_PROCESS = ("inductor_only", "add")  # also loaded by the process that built them (build_engine does that)
 
 
@@ -139,21 +144,34 @@ def run(name: str, workdir: Path, mode: str) -> None:
         workdir = workdir / "same"
         workdir.mkdir(exist_ok=True)
         build(name, workdir)
-    elif mode == "warm":  # what the building process had: our ops, Triton, a CUDA context with cuBLAS
+    elif mode in ("warm", "indexed"):  # what the building process had: our ops, Triton, CUDA with cuBLAS
         import mp_deploy.kernels  # noqa: F401
 
         _register_add()
         a = torch.randn(64, 64, device="cuda")
         (a @ a).sum().item()
     io = torch.load(workdir / f"{name}.io.pt")
-    fn = torch._inductor.aoti_load_package(io["path"])
+    index = torch.cuda.current_device() if mode == "indexed" else -1
+    fn = torch._inductor.aoti_load_package(io["path"], device_index=index)
     with torch.no_grad():
         got = fn(*io["inputs"])
     torch.testing.assert_close(got, io["expected"], atol=2e-2, rtol=2e-2)
 
 
+def package_summary(path: Path) -> str:
+    """What a package holds: file counts by kind, and any .json besides Inductor's *_metadata.json by name (an
+    extern-node file: an op call left to the proxy executor, which needs the op registered where it loads)."""
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    kinds = collections.Counter(Path(n).suffix or Path(n).name for n in names)
+    extern = [Path(n).name for n in names if n.endswith(".json") and not n.endswith("_metadata.json")]
+    return ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items())) + (
+        f"; extern-node json: {', '.join(extern)}" if extern else "")
+
+
 def _worker(verb: str, name: str, workdir: Path, timeout: float, mode: str = "bare") -> tuple[int, str]:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["AOT_INDUCTOR_DEBUG_SYMBOLS"] = "1"  # read by the building process (and `same`): named native frames
     try:
         done = subprocess.run([sys.executable, "-X", "faulthandler", __file__, "--worker", verb, name, str(workdir),
                                mode], capture_output=True, text=True, timeout=timeout, env=env)
@@ -197,15 +215,17 @@ def main() -> int:
         if rc != 0:
             print(f"{name:24s} BUILD FAILED: {err}   [{row['checks']}]", flush=True)
             return row
-        for mode in LOAD_MODES:
-            row[mode] = load(name, mode)
+        row["package"] = package_summary(workdir / f"{name}.pt2")
+        print(f"{name:24s} package: {row['package']}", flush=True)
+        with ThreadPoolExecutor(len(LOAD_MODES)) as modes:  # side by side: the stage has a time limit
+            row.update(zip(LOAD_MODES, modes.map(lambda mode: load(name, mode), LOAD_MODES)))
         row["loads_and_matches"] = all(row[mode]["loads_and_matches"] for mode in LOAD_MODES)  # as deployed
         return row
 
     def load(name: str, mode: str) -> dict:
         rc, err = _worker("run", name, workdir, a.timeout, mode)
         status = "ok" if rc == 0 else f"RUN FAILED (exit {rc}): {err}"
-        print(f"{name:24s} {mode:5s} {status}   [{VARIANTS[name][0]}]", flush=True)
+        print(f"{name:24s} {mode:7s} {status}   [{VARIANTS[name][0]}]", flush=True)
         return {"loads_and_matches": rc == 0, "exit": rc, "error": err if rc else ""}
 
     with ThreadPoolExecutor(a.jobs) as pool:  # the same-process loads build their own copy, beside the rest

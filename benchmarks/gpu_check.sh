@@ -6,7 +6,8 @@
 # then run it through the device tool with carry [".whl", ".debs"] and a timeout of 10 minutes:
 #   bash benchmarks/gpu_check.sh
 # STAGES picks the stages (default "kernel_bench kernel_tests gpu_tests aoti_kernels cpp_tiny", about 6 minutes):
-#   kernel_bench   benchmarks/kernels.py (~2 min)             kernel_tests  tests/test_kernels.py on CUDA
+#   kernel_bench   benchmarks/kernels.py (~2 min; first its single-launch check, under a 1-minute limit)
+#   kernel_tests   tests/test_kernels.py on CUDA
 #   gpu_tests      the other CUDA tests (eager fp16 parity of the bundled defaults)
 #   kernel_aoti    the kernels' AOTInductor test (~2 min)     aoti_kernels  benchmarks/aoti_kernels.py (~3 min)
 #   full           full-size depth -> .pt2 (~5 min, in the background from the start) + latency.py beside it
@@ -38,7 +39,9 @@ run() {  # run LIMIT NAME CMD...: in the foreground, logged to $LOGS/NAME.log
   local limit=$1 name=$2; shift 2
   stage "$name: $*"
   timeout "$limit" "$@" > "$LOGS/$name.log" 2>&1
-  finish "$name" $?
+  local rc=$?
+  finish "$name" $rc
+  return $rc
 }
 
 stage "setup"
@@ -81,11 +84,16 @@ fi
 CPP_PID=$!
 
 # 1. kernel microbenchmarks (GPU time from CUDA-graph replays, so the compiles beside them do not count)
-want kernel_bench && run 180 kernel_bench python3 benchmarks/kernels.py --out "$OUT/kernels-$(date +%F).json"
+# the single launch waits at a grid barrier: checked alone first, so that a barrier which never opens costs
+# this minute, not the sweep (which then skips it)
+if want kernel_bench; then
+  run 60 single_launch python3 benchmarks/kernels.py --check-single-launch && SINGLE="" || SINGLE="--no-single-launch"
+  run 200 kernel_bench python3 benchmarks/kernels.py $SINGLE --out "$OUT/kernels-$(date +%F).json"
+fi
 
 # 2. kernel tests on CUDA: every kernel against its reference, the ops, torch's mutation analysis
 want kernel_tests && run 120 kernel_tests python3 -m pytest tests/test_kernels.py -q -p no:cacheprovider \
-  -o addopts="" -k "not aoti_package"
+  -o addopts="" -k "not aoti_package${SINGLE:+ and not single}"
 
 # 2b. the other CUDA tests: the bundled defaults' eager fp16 against the fp16 parity rule
 want gpu_tests && run 90 gpu_tests python3 -m pytest tests/test_export.py -q -p no:cacheprovider -o addopts="" \

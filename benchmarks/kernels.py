@@ -14,8 +14,8 @@ Ceilings, measured in the same run: a device-to-device copy moving 1 GiB (eager)
 kernel moving as many bytes as the kernel, timed like it (`size copy`): what launch latency and a small
 grid leave of the bandwidth at that size.
 Sweeps: the fused rearrangement's launch configurations on the depth neck (and its statistics pass alone,
-against eager group_norm), then the fastest of each together; GroupNorm's fused and split paths (`*` = the
-default).
+against eager group_norm), then the fastest of each together; its single launch (`single`, `+` = its default)
+on every shape and swept on the neck; GroupNorm's fused and split paths (`*` = the default).
 Prints a table and writes JSON (default benchmarks/results/kernels-<gpu>-<date>.json).
 """
 import argparse
@@ -46,6 +46,9 @@ NORM_RELU_REARRANGE_SHAPES = [
 # larger blocks and deeper pipelines are what this sweep tries.
 NECK_CONFIGS = [(32, 64, 4, 3), (64, 64, 4, 3), (16, 128, 4, 3), (16, 128, 8, 3), (16, 256, 8, 2),
                 (16, 256, 8, 3), (32, 256, 8, 2), (16, 64, 4, 4), (32, 128, 8, 4)]
+# the single launch (one persistent program per SM, a grid barrier between the two phases), swept on the same
+# neck after its default: (spatial tile, channel block, warps, pipeline stages); 16-pixel tiles are too many
+SINGLE_CONFIGS = [(32, 128, 8, 3), (32, 64, 8, 2), (32, 128, 4, 2), (64, 64, 4, 3), (64, 128, 8, 3)]
 # the statistics pass, swept on the same neck after the default: (programs to aim for, block, warps, stages)
 STATS_CONFIGS = [(512, 1024, 4, 1), (1024, 1024, 4, 3), (512, 2048, 8, 3), (512, 4096, 8, 2), (1024, 2048, 8, 3),
                  (2048, 2048, 8, 2), (256, 2048, 4, 4)]
@@ -144,6 +147,17 @@ def bench_norm_relu_rearrange(args, flush, gen):
             star = "*" if i == 0 else ""
             label = f"{name} {'x'.join(map(str, shape))} N={n_prompts} t{tile} c{block_c} w{warps} s{stages}{star}"
             rows.append(_row("norm_relu_rearrange", label, eager, triton, (x, prompts, weight, bias), args, flush))
+        if args.single_launch:
+            default_single = (nrr.single_tile(shape[2] * shape[3]), nrr.BLOCK_C, nrr.NUM_WARPS, nrr.NUM_STAGES)
+            for i, (tile, block_c, warps, stages) in enumerate([default_single] + (SINGLE_CONFIGS if index == 0 else [])):
+                def single(tile=tile, block_c=block_c, warps=warps, stages=stages):
+                    return nrr.norm_relu_rearrange(x, weight, bias, 16, 1e-5, prompts, tile_hw=tile, block_c=block_c,
+                                                   num_warps=warps, num_stages=stages, single_launch=True)
+
+                label = "{} {} N={} single t{} c{} w{} s{}{}".format(name, "x".join(map(str, shape)), n_prompts, tile,
+                                                                    block_c, warps, stages, "" if i else "+")
+                rows.append(_row("norm_relu_rearrange", label, eager, single, (x, prompts, weight, bias), args,
+                                 flush))
         if index == 0:  # its statistics pass alone: how the time splits between the two launches
             for i, config in enumerate(stats_configs):
                 label = "{} p{} b{} w{} s{}{} (vs group_norm)".format(name, *config, "*" if i == 0 else "")
@@ -151,7 +165,7 @@ def bench_norm_relu_rearrange(args, flush, gen):
                                  lambda c=config: gn.group_stats(x, 16, *c), (x,), args, flush, compare=False))
             # the fastest rearrangement with the fastest statistics pass: what the swept constants can reach
             apply = min(zip(rows, neck_configs), key=lambda pair: pair[0]["triton_us"])[1]
-            stats = min(zip(rows[len(neck_configs):], stats_configs), key=lambda pair: pair[0]["triton_us"])[1]
+            stats = min(zip(rows[-len(stats_configs):], stats_configs), key=lambda pair: pair[0]["triton_us"])[1]
             tile, block_c, warps, stages = apply[0] or default, *apply[1:]
             label = "{} t{} c{} w{} s{} + stats p{} b{} w{} s{}".format(name, tile, block_c, warps, stages, *stats)
             rows.append(_row("norm_relu_rearrange", label, eager,
@@ -160,6 +174,27 @@ def bench_norm_relu_rearrange(args, flush, gen):
                                                              stats_config=stats),
                              (x, prompts, weight, bias), args, flush))
     return rows
+
+
+def check_single_launch() -> int:
+    """The single launch against the two-launch path on the depth neck and the other shapes; 0 if all match."""
+    from mp_deploy.kernels import norm_relu_rearrange as nrr
+
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    failed = 0
+    for name, shape, n_prompts in NORM_RELU_REARRANGE_SHAPES:
+        x = torch.randn(shape, generator=gen, device="cuda").to(DTYPE)
+        weight, bias = _affine(shape[1], gen)
+        prompts = (torch.randn(shape[0], n_prompts, shape[1], generator=gen, device="cuda") * shape[1] ** -0.5).to(DTYPE)
+        two = nrr.norm_relu_rearrange(x, weight, bias, 16, 1e-5, prompts)
+        one = nrr.norm_relu_rearrange(x, weight, bias, 16, 1e-5, prompts, single_launch=True)
+        torch.cuda.synchronize()
+        diff = (one.float() - two.float()).abs().max().item()
+        ok = diff <= 2e-3 * max(1.0, two.float().abs().max().item())  # both fp16: a few ulps apart at most
+        failed += not ok
+        print(f"single launch {name} {'x'.join(map(str, shape))} N={n_prompts}: max diff vs two launches "
+              f"{diff:.1e} {'ok' if ok else 'MISMATCH'}")
+    return int(failed > 0)
 
 
 def bench_group_norm_act(args, flush, gen):
@@ -219,12 +254,21 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="JSON path (default benchmarks/results/kernels-<gpu>-<date>.json)")
     parser.add_argument("--reps", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--no-single-launch", dest="single_launch", action="store_false",
+                        help="skip the single-launch rows (the GPU script sets it when check_single_launch failed)")
+    parser.add_argument("--check-single-launch", action="store_true",
+                        help="only run the single launch once on the depth neck against the two-launch path; exit 1 "
+                             "if they differ (the GPU script runs this under a timeout first: a grid barrier that "
+                             "never opens hangs)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("benchmarks/kernels.py needs a CUDA GPU (the Triton kernels and CUDA-event timing); none found")
     import triton
 
     import mp_deploy.kernels  # noqa: F401  (registers torch.ops.mp_deploy.*)
+
+    if args.check_single_launch:
+        sys.exit(check_single_launch())
 
     flush = torch.empty(FLUSH_BYTES, dtype=torch.uint8, device="cuda")
     gen = torch.Generator(device="cuda").manual_seed(0)

@@ -30,10 +30,14 @@ class _EagerRunner:
 
 class _AOTIRunner:
     def __init__(self, path: Path, device: str):
+        index = -1
         if device == "cuda":  # the package's model container is created at load: give it a CUDA context first
+            import mp_deploy.kernels  # noqa: F401  (our ops, registered: for a package that calls them by name)
+
             torch.empty(1, device=device)
+            index = torch.cuda.current_device()  # an explicit index: the container sets that device itself
         try:
-            self.fn = torch._inductor.aoti_load_package(str(path))
+            self.fn = torch._inductor.aoti_load_package(str(path), device_index=index)
         except Exception as e:  # a corrupt zip or a package for another platform
             raise ArtifactError(f"cannot load AOTInductor package {path}: {e}") from e
         self.device = device
