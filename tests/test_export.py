@@ -353,6 +353,22 @@ def test_engines_are_refused_on_another_gpu_or_tensorrt(backend, monkeypatch):
         artifacts.check_machine_matches(meta, "model")
 
 
+def test_parity_failure_names_the_error_per_stage():
+    """A failed parity gate says where eager at the artifact's precision departs from fp32: the traced stages
+    in model order, then the output, whose error is the artifact's when the artifact is eager itself."""
+    from mp_deploy.export.validate import ParityError, check_parity
+
+    reference = seeded_model("depth", refine_steps=1)
+    network = TaskNetwork(reference, "fp16", ShapeRange((1, 1, 1), (64, 64, 64), (64, 64, 64)))
+    with pytest.raises(ParityError) as failed:
+        check_parity(network.model, reference, network, tolerance=1e-9)
+    message = str(failed.value)
+    stages = dict(part.rsplit(" ", 1) for part in message.split("per stage: ")[1].rstrip(")").split(", "))
+    assert list(stages)[0] == "z0" and list(stages)[-1] == "output" and "pred_d" in stages, message
+    assert all(0 < float(err) < 1e-2 for err in stages.values()), message  # fp16 rounding, not garbage
+    assert float(stages["output"]) == pytest.approx(failed.value.rel_l2, rel=0.02)  # printed to 2 digits
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 artifacts are built for CUDA")
 @pytest.mark.parametrize("task", ["depth", "seg", "pose"])
