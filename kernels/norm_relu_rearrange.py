@@ -211,7 +211,8 @@ def norm_relu_rearrange(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     """relu(group_norm(x)) contracted with prompts: x (B, C, H, W), prompts (B, N, C) -> (B, N, H, W), x's dtype.
 
     `single_launch` takes the one-launch path (maps of up to SINGLE_MAX_TILES x 128 pixels), on `programs`
-    persistent programs (default: one per SM, the most that are surely resident together).
+    persistent programs (default: one per SM, the most that are surely resident together; where the process
+    may use fewer SMs than the device has, as under an MPS SM limit, pass at most that many).
     `tile_hw` forces the spatial tile (by default `block_hw` or `single_tile` picks it); it, `block_c`,
     `num_warps`, `num_stages`, `stats_config` (group_stats' programs, block, warps, stages) and `programs`
     are there for tests and benchmark sweeps."""
