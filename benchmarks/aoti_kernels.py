@@ -37,6 +37,7 @@ VARIANTS = {
     "group_norm_fused": ("group_norm_act, one-kernel path, weights as constants", {}),
     "group_norm_inputs": ("group_norm_act with weight/bias as inputs, not constants", {}),
     "rearrange": ("norm_relu_rearrange: group_stats + the tl.dot kernel, an internal buffer", {}),
+    "rearrange_single": ("its single launch: a grid barrier on a zeroed int32, before it can be the default", {}),
     "neck_embedded_kernels": ("both ops (tests/test_kernels.py's package), kernel binaries inside the .so",
                               {"aot_inductor.embed_kernel_binary": True}),
 }
@@ -64,6 +65,8 @@ def model_and_inputs(name: str):
         return _GroupNorm(weight, bias), (x,)
     if name == "rearrange":
         return _Rearrange(weight, bias), (x, prompts)
+    if name == "rearrange_single":
+        return _RearrangeSingle(weight, bias), (x, prompts)
     return _Neck(weight, bias), (x, prompts)
 
 
@@ -96,6 +99,11 @@ class _Rearrange(_GroupNorm):
         return torch.ops.mp_deploy.norm_relu_rearrange(x, self.weight, self.bias, GROUPS, 1e-5, prompts)
 
 
+class _RearrangeSingle(_GroupNorm):
+    def forward(self, x, prompts):
+        return torch.ops.mp_deploy_check.rearrange_single(x, self.weight, self.bias, prompts)
+
+
 class _Neck(_Rearrange):
     def __init__(self, weight, bias):
         super().__init__(weight, bias)
@@ -106,7 +114,7 @@ class _Neck(_Rearrange):
         return torch.ops.mp_deploy.norm_relu_rearrange(self.conv(h), self.weight, self.bias, GROUPS, 1e-5, prompts)
 
 
-def _register_add() -> None:
+def _register_check_ops() -> None:
     import triton
     import triton.language as tl
     from torch.library import triton_op, wrap_triton
@@ -123,10 +131,16 @@ def _register_add() -> None:
         wrap_triton(_add_kernel)[(triton.cdiv(a.numel(), 1024),)](a, b, a.numel(), out, BLOCK=1024)
         return out
 
+    from mp_deploy.kernels.norm_relu_rearrange import norm_relu_rearrange
+
+    @triton_op("mp_deploy_check::rearrange_single", mutates_args=())
+    def rearrange_single(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
+        return norm_relu_rearrange(x, weight, bias, GROUPS, 1e-5, prompts, single_launch=True)
+
 
 def build(name: str, workdir: Path) -> None:
     """Worker: export + compile one variant; saves the package, inputs and eager output."""
-    _register_add()
+    _register_check_ops()
     model, inputs = model_and_inputs(name)
     with torch.no_grad():
         expected = model(*inputs)
@@ -147,7 +161,7 @@ def run(name: str, workdir: Path, mode: str) -> None:
     elif mode in ("warm", "indexed"):  # what the building process had: our ops, Triton, CUDA with cuBLAS
         import mp_deploy.kernels  # noqa: F401
 
-        _register_add()
+        _register_check_ops()
         a = torch.randn(64, 64, device="cuda")
         (a @ a).sum().item()
     io = torch.load(workdir / f"{name}.io.pt")
