@@ -119,6 +119,15 @@ def _affine(channels, gen):
     return weight, bias
 
 
+def _neck_inputs(shape, n_prompts, gen):
+    """x, GroupNorm weight and bias, prompts (model-like magnitudes) for one rearrangement shape."""
+    batch, channels = shape[:2]
+    x = torch.randn(shape, generator=gen, device="cuda").to(DTYPE)
+    weight, bias = _affine(channels, gen)
+    prompts = (torch.randn(batch, n_prompts, channels, generator=gen, device="cuda") * channels ** -0.5).to(DTYPE)
+    return x, weight, bias, prompts
+
+
 def bench_norm_relu_rearrange(args, flush, gen):
     from mp_deploy.kernels import group_norm as gn, norm_relu_rearrange as nrr
 
@@ -127,37 +136,29 @@ def bench_norm_relu_rearrange(args, flush, gen):
     stats_configs = [(gn.STATS_PROGRAMS, gn.STATS_BLOCK, gn.NUM_WARPS, gn.STAGES)] + STATS_CONFIGS
     rows = []
     for index, (name, shape, n_prompts) in enumerate(NORM_RELU_REARRANGE_SHAPES):
-        batch, channels = shape[:2]
-        x = torch.randn(shape, generator=gen, device="cuda").to(DTYPE)
-        weight, bias = _affine(channels, gen)
-        prompts = (torch.randn(batch, n_prompts, channels, generator=gen, device="cuda") * channels ** -0.5).to(DTYPE)
+        x, weight, bias, prompts = _neck_inputs(shape, n_prompts, gen)
 
         def eager():
             return torch.einsum("bchw,bnc->bnhw", F.relu(F.group_norm(x, 16, weight, bias, 1e-5)), prompts)
 
-        default = nrr.block_hw(shape[2] * shape[3], n_prompts, batch)
-        configs = neck_configs if index == 0 else neck_configs[:1]
-        for i, (tile, block_c, warps, stages) in enumerate(configs):
-            tile = tile or default
-
-            def triton(tile=tile, block_c=block_c, warps=warps, stages=stages):
-                return nrr.norm_relu_rearrange(x, weight, bias, 16, 1e-5, prompts, tile_hw=tile, block_c=block_c,
-                                               num_warps=warps, num_stages=stages)
-
-            star = "*" if i == 0 else ""
-            label = f"{name} {'x'.join(map(str, shape))} N={n_prompts} t{tile} c{block_c} w{warps} s{stages}{star}"
-            rows.append(_row("norm_relu_rearrange", label, eager, triton, (x, prompts, weight, bias), args, flush))
+        default = nrr.block_hw(shape[2] * shape[3], n_prompts, shape[0])
+        # (tile, channel block, warps, stages, single launch, mark): the two-launch defaults starred, the single
+        # launch's marked +; the sweeps on the neck only
+        configs = [(tile or default, *rest, False, "" if i else "*")
+                   for i, (tile, *rest) in enumerate(neck_configs if index == 0 else neck_configs[:1])]
         if args.single_launch:
-            default_single = (nrr.single_tile(shape[2] * shape[3]), nrr.BLOCK_C, nrr.NUM_WARPS, nrr.NUM_STAGES)
-            for i, (tile, block_c, warps, stages) in enumerate([default_single] + (SINGLE_CONFIGS if index == 0 else [])):
-                def single(tile=tile, block_c=block_c, warps=warps, stages=stages):
-                    return nrr.norm_relu_rearrange(x, weight, bias, 16, 1e-5, prompts, tile_hw=tile, block_c=block_c,
-                                                   num_warps=warps, num_stages=stages, single_launch=True)
+            single_default = (nrr.single_tile(shape[2] * shape[3]), nrr.BLOCK_C, nrr.NUM_WARPS, nrr.NUM_STAGES)
+            configs += [(*config, True, "" if i else "+") for i, config in
+                        enumerate([single_default] + (SINGLE_CONFIGS if index == 0 else []))]
+        for tile, block_c, warps, stages, single, mark in configs:
+            def triton(tile=tile, block_c=block_c, warps=warps, stages=stages, single=single):
+                return nrr.norm_relu_rearrange(x, weight, bias, 16, 1e-5, prompts, tile_hw=tile, block_c=block_c,
+                                               num_warps=warps, num_stages=stages, single_launch=single)
 
-                label = "{} {} N={} single t{} c{} w{} s{}{}".format(name, "x".join(map(str, shape)), n_prompts, tile,
-                                                                    block_c, warps, stages, "" if i else "+")
-                rows.append(_row("norm_relu_rearrange", label, eager, single, (x, prompts, weight, bias), args,
-                                 flush))
+            label = "{} {} N={} {}t{} c{} w{} s{}{}".format(name, "x".join(map(str, shape)), n_prompts,
+                                                            "single " if single else "", tile, block_c, warps,
+                                                            stages, mark)
+            rows.append(_row("norm_relu_rearrange", label, eager, triton, (x, prompts, weight, bias), args, flush))
         if index == 0:  # its statistics pass alone: how the time splits between the two launches
             for i, config in enumerate(stats_configs):
                 label = "{} p{} b{} w{} s{}{} (vs group_norm)".format(name, *config, "*" if i == 0 else "")
@@ -183,9 +184,7 @@ def check_single_launch() -> int:
     gen = torch.Generator(device="cuda").manual_seed(0)
     failed = 0
     for name, shape, n_prompts in NORM_RELU_REARRANGE_SHAPES:
-        x = torch.randn(shape, generator=gen, device="cuda").to(DTYPE)
-        weight, bias = _affine(shape[1], gen)
-        prompts = (torch.randn(shape[0], n_prompts, shape[1], generator=gen, device="cuda") * shape[1] ** -0.5).to(DTYPE)
+        x, weight, bias, prompts = _neck_inputs(shape, n_prompts, gen)
         two = nrr.norm_relu_rearrange(x, weight, bias, 16, 1e-5, prompts)
         one = nrr.norm_relu_rearrange(x, weight, bias, 16, 1e-5, prompts, single_launch=True)
         torch.cuda.synchronize()

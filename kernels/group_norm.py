@@ -54,12 +54,17 @@ def _group_stats_kernel(x_ptr, group_numel, stats_ptr, SPLIT: tl.constexpr, BLOC
         acc += d
         acc_sq += d * d
     count = tl.maximum(end - start, 0).to(tl.float32)
-    total = tl.sum(acc, 0)
+    _store_moments(stats_ptr + row * (3 * SPLIT) + chunk_id, count, tl.sum(acc, 0), tl.sum(acc_sq, 0), SPLIT)
+
+
+@triton.jit
+def _store_moments(out, count, total, total_sq, SPLIT: tl.constexpr, mask=None):
+    """Writes one chunk's (count, mean - shift, M2) at out, out + SPLIT, out + 2 * SPLIT (the partial-moments
+    layout `_row_moments` reads), from the count and the sums of d and d^2 (d = x - shift)."""
     safe = tl.maximum(count, 1.0)
-    out = stats_ptr + row * (3 * SPLIT) + chunk_id
-    tl.store(out, count)
-    tl.store(out + SPLIT, total / safe)
-    tl.store(out + 2 * SPLIT, tl.maximum(tl.sum(acc_sq, 0) - total * total / safe, 0.0))
+    tl.store(out, count, mask=mask)
+    tl.store(out + SPLIT, total / safe, mask=mask)
+    tl.store(out + 2 * SPLIT, tl.maximum(total_sq - total * total / safe, 0.0), mask=mask)
 
 
 @triton.jit

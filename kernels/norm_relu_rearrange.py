@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .group_norm import _row_moments, group_stats, traceable
+from .group_norm import _row_moments, _store_moments, group_stats, traceable
 
 BLOCK_HW = 32  # spatial tile when the shape is unknown at compile time (TensorRT plugin, dynamic shapes)
 BLOCK_C = 64
@@ -107,11 +107,7 @@ def _tile_moments(x_ptr, stats_ptr, channels, hw, groups, batch, tile,
         acc_sq += tl.sum(tl.where(one_hot, tl.sum(d * d, 1)[:, None], 0.0), 0)
     pixels = tl.minimum(tl.maximum(hw - tile * BLOCK_HW, 0), BLOCK_HW)
     count = tl.cast(pixels * channels_per_group, tl.float32) + tl.zeros([GROUPS_BLOCK], tl.float32)
-    safe = tl.maximum(count, 1.0)
-    out = stats_ptr + rows * (3 * SPLIT) + tile
-    tl.store(out, count, mask=g_mask)
-    tl.store(out + SPLIT, acc / safe, mask=g_mask)
-    tl.store(out + 2 * SPLIT, tl.maximum(acc_sq - acc * acc / safe, 0.0), mask=g_mask)
+    _store_moments(stats_ptr + rows * (3 * SPLIT) + tile, count, acc, acc_sq, SPLIT, g_mask)
 
 
 @triton.jit
@@ -236,8 +232,9 @@ def norm_relu_rearrange(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
         if not bhw or triton.cdiv(hw, bhw) > SINGLE_MAX_TILES:
             raise ValueError(f"norm_relu_rearrange: a {height}x{width} map is more than {SINGLE_MAX_TILES} "
                              f"spatial tiles of {bhw or 128} pixels: too large for the single launch")
-        split = max(2, triton.next_power_of_2(triton.cdiv(hw, bhw)))
-        items = batch * max(split, triton.cdiv(hw, bhw) * triton.cdiv(n_prompts, bn))
+        hw_tiles = triton.cdiv(hw, bhw)
+        split = max(2, triton.next_power_of_2(hw_tiles))
+        items = batch * max(split, hw_tiles * triton.cdiv(n_prompts, bn))
         if programs is None:
             programs = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 4
         grid = (min(programs, items),)
