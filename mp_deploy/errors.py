@@ -1,0 +1,19 @@
+"""The errors mp-deploy raises on purpose. Library code raises these; only a CLI's `main` turns them into exit
+codes (mp_deploy.cli): a UserError is something the user gave (arguments, files, images) and exits 2, any other
+MpDeployError is a failure of the work itself and exits 1. Imports nothing."""
+
+
+class MpDeployError(Exception):
+    """Base of every error raised on purpose; its message is one line that says what is wrong."""
+
+    exit_code = 1
+
+
+class UserError(MpDeployError):
+    """Bad arguments, files or inputs from the user."""
+
+    exit_code = 2
+
+
+class UsageError(UserError, ValueError):
+    """A command-line or API argument that cannot be used (unknown name, bad range, missing path)."""
