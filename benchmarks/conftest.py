@@ -1,16 +1,12 @@
-"""Fixtures of the benchmark suite (pytest-benchmark): the tiny bundled model and its staged form.
+"""Fixtures of the benchmark suite (pytest-benchmark): the tiny seeded models and an input.
 
     python -m pytest benchmarks/ --benchmark-only      # stage and kernel benchmarks
-    python -m pytest benchmarks/test_bench_latency.py  # smoke test of latency.py (builds a tiny ONNX, ~2 min)
+    python -m pytest benchmarks/test_bench_latency.py  # smoke test of `mp-deploy bench` (builds a tiny ONNX, ~2 min)
 """
 import os
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # import latency, stages
 
 # The tiny model's ops are small: one CPU thread is steadier and, on a busy machine, far faster than several
 # (OpenMP threads spin while waiting for a core). MP_BENCH_THREADS=N overrides.

@@ -1,5 +1,6 @@
-"""Smoke test of benchmarks/latency.py on the CPU: tiny model, 64 x 64, eager-fp32 and ONNX Runtime (the .onnx
-is built on the fly, about 1-2 minutes of CPU export), 2 timed runs; checks the JSON / CSV / PNG it writes.
+"""Smoke test of `mp-deploy bench` (mp_deploy.latency) on the CPU: tiny model, 64 x 64, eager-fp32 and ONNX
+Runtime (the .onnx is built on the fly, about 1-2 minutes of CPU export), 2 timed runs; checks the JSON / CSV /
+PNG it writes.
 
 Not a benchmark (no `benchmark` fixture), so `--benchmark-only` skips it; run it on its own:
     python -m pytest benchmarks/test_bench_latency.py -q -p no:cacheprovider -o addopts=""
@@ -7,7 +8,7 @@ Not a benchmark (no `benchmark` fixture), so `--benchmark-only` skips it; run it
 import csv
 import json
 
-import latency
+from mp_deploy.latency import CSV_FIELDS, BenchSpec, bench
 
 STAGES = ["vae_encode", "unet_pass1", "unet_pass2", "unet_pass3", "unet_x3", "neck", "head", "end_to_end"]
 ROW_FIELDS = {"backend", "batch", "height", "width", "precision", "stage", "median_ms", "p20_ms", "p80_ms", "gflop",
@@ -16,15 +17,14 @@ ROW_FIELDS = {"backend", "batch", "height", "width", "precision", "stage", "medi
 
 def test_latency_cpu_smoke(tmp_path):
     out_dir = tmp_path / "results"
-    rc = latency.main(["--task", "depth", "--device", "cpu", "--model-size", "tiny", "--size", "64x64",
-                       "--batch", "1", "--iters", "2", "--warmup", "1", "--threads", "1", "--build", "--artifacts",
-                       str(tmp_path / "artifacts"), "--out-dir", str(out_dir),
-                       "--backends", "eager-fp32,onnxruntime,cudagraph-fp16,tensorrt"])
-    assert rc == 0
+    result = bench(BenchSpec(task="depth", device="cpu", model_size="tiny", height=64, width=64, batches=[1],
+                             runs=2, warmup=1, threads=1, build=True, artifacts=str(tmp_path / "artifacts"),
+                             out_dir=str(out_dir),
+                             backends=["eager-fp32", "onnxruntime", "cudagraph-fp16", "tensorrt"]))
     files = sorted(out_dir.iterdir())
     assert {f.suffix for f in files} == {".json", ".csv", ".png"} and len({f.stem for f in files}) == 1
     stem = files[0].with_suffix("")
-    assert stem.name.startswith("cpu-")
+    assert stem == result.stem and stem.name.startswith("cpu-")
     assert files[0].with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     meta = json.loads(stem.with_suffix(".json").read_text())
@@ -36,6 +36,7 @@ def test_latency_cpu_smoke(tmp_path):
     assert meta["ceilings"]["matmul"]["tflops"] > 0 and meta["ceilings"]["copy"]["gbps"] > 0
 
     rows = meta["rows"]
+    assert rows == result.rows
     assert all(ROW_FIELDS <= set(r) for r in rows)
     eager = {r["stage"]: r for r in rows if r["backend"] == "eager-fp32"}
     assert list(eager) == STAGES
@@ -56,6 +57,6 @@ def test_latency_cpu_smoke(tmp_path):
 
     with open(stem.with_suffix(".csv")) as f:
         table = list(csv.DictReader(f))
-    assert set(latency.CSV_FIELDS) == set(table[0])
+    assert set(CSV_FIELDS) == set(table[0])
     assert len(table) == len(rows) + len(meta["skipped"])
     assert {r["status"] for r in table} == {"ok", "skipped"}

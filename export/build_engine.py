@@ -1,42 +1,92 @@
 """Build deployable engines for one task head.
 
-    python export/build_engine.py --task depth [--preset nyu] [--checkpoint CKPT] [--backend auto]
+    mp-deploy build --task depth [--preset nyu] [--checkpoint CKPT] [--backend auto]
+    python export/build_engine.py --task depth ...        (the same command)
+
+    from mp_deploy.export.build_engine import BuildSpec, build
+    artifacts = build(BuildSpec(task="depth", backend="onnx"))
 
 auto = TensorRT FP16 when TensorRT imports and a GPU is present, else AOTInductor (CUDA when present, else
 CPU), and ONNX always. torch-tensorrt = torch_tensorrt.dynamo on the exported program, saved as a `.pt2`.
 Every artifact is written atomically with a JSON sidecar, validated against eager fp32 on fresh random
 inputs, and listed in a closing table (size, parity error, median latency here). With no checkpoint it
-builds the bundled default model.
+builds the bundled default model. Every argument, the checkpoint and the output folder are checked before any
+export work starts.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import signal
-import statistics
+import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from mp_deploy.artifacts import Sidecar, read_sidecar, sha256_file, write_sidecar, gpu_info
-from mp_deploy.configs import DEFAULT_PRESET, PRESETS
+from mp_deploy import cli
+from mp_deploy.artifacts import Sidecar, gpu_info, read_sidecar, write_sidecar
+from mp_deploy.configs import DEFAULT_PRESET, get_preset
 from mp_deploy.engine import Engine
+from mp_deploy.errors import BuildError, UsageError
 from mp_deploy.export import aoti, onnx_export, tensorrt_build, torch_tensorrt_build
 from mp_deploy.export.networks import ShapeRange, TaskNetwork
 from mp_deploy.export.validate import ParityError, check_parity, tensorrt_graph_problems
+from mp_deploy.timing import median_ms
+from mp_deploy.util import inside, sha256_file, tf32_off
 
 TOLERANCE = {"fp32": 1e-4, "fp16": 5e-3}
 DEFAULT_SEED = 0
+BACKENDS = ("auto", "tensorrt", "aoti", "onnx", "torch-tensorrt", "all")
+PRECISIONS = ("auto", "fp16", "fp32")
+
+
+@dataclass
+class BuildSpec:
+    """What to build. Shape ranges are (min, opt, max); None = the preset's window, batch 1."""
+
+    task: str
+    preset: str | None = None
+    checkpoint: str | None = None  # our .safetensors or an official checkpoint
+    sd_weights: str | None = None  # SD-1.5 weights for a full-size model with fresh heads (no checkpoint)
+    model_size: str | None = None  # size of the bundled default (no checkpoint): tiny
+    backend: str = "auto"
+    precision: str = "auto"  # auto: fp16 on CUDA, fp32 on CPU
+    device: str | None = None  # default: cuda when present
+    batch: tuple[int, int, int] | None = None
+    height: tuple[int, int, int] | None = None
+    width: tuple[int, int, int] | None = None
+    out_dir: str = "artifacts"
+    force: bool = False  # rebuild artifacts that are up to date
+    kernels: bool = False  # our Triton kernels inside CUDA AOTInductor packages
+    opt_level: int = 3  # TensorRT builder optimization level (tensorrt, torch-tensorrt)
+    runs: int = 5  # timed runs per artifact for the latency column
+
+
+@dataclass
+class Artifact:
+    """One built (or reused) artifact and how it measured."""
+
+    path: Path
+    backend: str
+    megabytes: float
+    rel_l2: float
+    median_ms: float
+    status: str = "ok"  # ok, or "FAIL: <why>"
+    notes: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
 
 
 def log(msg: str) -> None:
     print(msg, flush=True)
 
 
-class Step:
-    """Prints a numbered progress line with the time the step took."""
+class Steps:
+    """Numbered progress lines, each with the time its step took."""
 
     def __init__(self, total: int):
         self.i, self.total = 0, total
@@ -59,34 +109,105 @@ class _Timed:
             log(f"{self.label}: done in {time.perf_counter() - self.t0:.1f} s")
 
 
-def _triple(text: str, name: str) -> tuple[int, int, int]:
-    values = [int(v) for v in text.split(",")]
-    if len(values) == 1:
-        values = values * 3
-    if len(values) != 3:
-        raise argparse.ArgumentTypeError(f"--{name} takes MIN,OPT,MAX or one value, got {text!r}")
-    return tuple(values)
+# ------------------------------------------------------------------ checks before any work
+
+@dataclass
+class Plan:
+    """A checked BuildSpec: everything resolved."""
+
+    spec: BuildSpec
+    device: str
+    precision: str
+    backends: list[str]
+    shapes: ShapeRange
+    out_dir: Path
 
 
-def load_source(args):
+def plan(spec: BuildSpec) -> Plan:
+    """Check every argument and the output folder; UsageError on the first problem."""
+    from mp_deploy.configs import SIZES, TASKS
+
+    if spec.task not in TASKS:
+        raise UsageError(f"unknown task {spec.task!r}; choose one of {', '.join(TASKS)}")
+    preset = get_preset(spec.preset or DEFAULT_PRESET[spec.task])
+    if preset.task != spec.task:
+        raise UsageError(f"preset {preset.name!r} is for task {preset.task!r}, not {spec.task!r}")
+    if spec.backend not in BACKENDS:
+        raise UsageError(f"unknown backend {spec.backend!r}; choose one of {', '.join(BACKENDS)}")
+    if spec.precision not in PRECISIONS:
+        raise UsageError(f"unknown precision {spec.precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if spec.model_size is not None and spec.model_size not in SIZES:
+        raise UsageError(f"unknown model size {spec.model_size!r}; choose one of {', '.join(sorted(SIZES))}")
+    if spec.runs < 1:
+        raise UsageError(f"runs must be at least 1, got {spec.runs}")
+    if spec.checkpoint and spec.sd_weights:
+        raise UsageError("give --checkpoint or --sd-weights, not both")
+    for what, path in (("checkpoint", spec.checkpoint), ("SD weights", spec.sd_weights)):
+        if path and not os.path.exists(path):
+            raise UsageError(f"{what} not found: {path}")
+    if spec.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device here")
+    device = spec.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    precision = spec.precision if spec.precision != "auto" else ("fp16" if device == "cuda" else "fp32")
+    window = preset.window
+    shapes = ShapeRange(spec.batch or (1, 1, 1), spec.height or (window[0],) * 3, spec.width or (window[1],) * 3)
+    return Plan(spec, device, precision, plan_backends(spec.backend, device), shapes, writable_folder(spec.out_dir))
+
+
+def writable_folder(path: str) -> Path:
+    """The output folder, created if need be; UsageError when it cannot be (a file in the way, no permission)."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UsageError(f"output folder {path} cannot be created: a file is in the way") from None
+    except PermissionError:
+        raise UsageError(f"output folder {path} cannot be created: permission denied") from None
+    if not folder.is_dir():
+        raise UsageError(f"output folder {path} is not a directory")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"output folder {path} is not writable")
+    return folder
+
+
+def plan_backends(requested: str, device: str) -> list[str]:
+    trt_ok, trt_reason = tensorrt_build.available()
+    if requested == "auto":
+        backends = (["tensorrt"] if trt_ok else ["aoti"]) + ["onnx"]
+        if not trt_ok:
+            log(f"TensorRT skipped: {trt_reason}; building AOTInductor ({device}) and ONNX")
+        return backends
+    torch_trt_ok, torch_trt_reason = torch_tensorrt_build.available()
+    if requested == "all":
+        return ["onnx", "aoti"] + (["tensorrt"] if trt_ok else []) + (["torch-tensorrt"] if torch_trt_ok else [])
+    if requested == "tensorrt" and not trt_ok:
+        raise UsageError(f"--backend tensorrt: {trt_reason}")
+    if requested == "torch-tensorrt" and not torch_trt_ok:
+        raise UsageError(f"--backend torch-tensorrt: {torch_trt_reason}")
+    return [requested]
+
+
+# ------------------------------------------------------------------ the build
+
+def load_source(spec: BuildSpec):
     """-> (model in fp32 eval mode, source description for the sidecar)."""
     from mp_deploy.checkpoints import load_model, load_sd_weights
     from mp_deploy.models import SEEDED_RULE, build_model, seeded_model
 
-    overrides = {"preset": args.preset} if args.preset else {}
-    if args.checkpoint:
-        model = load_model(args.checkpoint, **overrides)
-        if model.task != args.task:
-            raise SystemExit(f"{args.checkpoint} is a {model.task} model, not {args.task}")
-        return model.float().eval(), {"checkpoint": str(args.checkpoint), "sha256": sha256_file(args.checkpoint)}
-    if args.sd_weights:
-        model = load_sd_weights(build_model(args.task, args.preset, size="sd15"), args.sd_weights)
-        log(f"no --checkpoint: SD-1.5 backbone from {args.sd_weights} with freshly initialised prompts and head "
+    overrides = {"preset": spec.preset} if spec.preset else {}
+    if spec.checkpoint:
+        model = load_model(spec.checkpoint, **overrides)
+        if model.task != spec.task:
+            raise UsageError(f"{spec.checkpoint} is a {model.task} model, not {spec.task}")
+        return model.float().eval(), {"checkpoint": str(spec.checkpoint), "sha256": sha256_file(spec.checkpoint)}
+    if spec.sd_weights:
+        model = load_sd_weights(build_model(spec.task, spec.preset, size="sd15"), spec.sd_weights)
+        log(f"no --checkpoint: SD-1.5 backbone from {spec.sd_weights} with freshly initialised prompts and head "
             "(untrained: for export and speed checks only)")
-        return model.eval(), {"sd_weights": str(args.sd_weights), "sha256": sha256_file(args.sd_weights),
+        return model.eval(), {"sd_weights": str(spec.sd_weights), "sha256": sha256_file(spec.sd_weights),
                               "heads": "initialised"}
-    size = args.size or "tiny"
-    model = seeded_model(args.task, size=size, seed=DEFAULT_SEED, **overrides)
+    size = spec.model_size or "tiny"
+    model = seeded_model(spec.task, size=size, seed=DEFAULT_SEED, **overrides)
     log(f"no --checkpoint: building the bundled default, the {size} config with seeded random weights (seed "
         f"{DEFAULT_SEED}). A trained demo model comes with a later release; its outputs are not meaningful yet.")
     return model, {"seeded": size, "seed": DEFAULT_SEED, "rule": SEEDED_RULE}
@@ -109,169 +230,157 @@ def up_to_date(path: Path, source: dict, network: TaskNetwork) -> bool:
         meta["precision"] == network.precision
 
 
-def median_latency_ms(engine: Engine, x: torch.Tensor, runs: int) -> float:
-    engine.runner(x)  # warm-up
-    times = []
-    for _ in range(runs):
-        if x.is_cuda:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        engine.runner(x)
-        if x.is_cuda:
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+def build(spec: BuildSpec) -> list[Artifact]:
+    """Build, check and time every artifact the spec asks for -> one Artifact per runnable file."""
+    p = plan(spec)
+    steps = Steps(2 + 2 * len(p.backends) + (1 if "tensorrt" in p.backends else 0))
+    t0 = time.perf_counter()
+    with tf32_off():  # the fp32 reference runs in true fp32 on CUDA
+        with steps("loading the model"):
+            reference, source = load_source(spec)
+        with steps(f"preparing the {p.precision} network on {p.device} (shapes {p.shapes.as_dict()})"):
+            network = TaskNetwork(reference, p.precision, p.shapes, p.device)
+            reference = reference.to(p.device)
+        artifacts = []
+        for backend in p.backends:
+            kinds = ["onnx-trt", "tensorrt"] if backend == "tensorrt" else [backend]
+            for kind in kinds:
+                path = output_path(p.out_dir, artifact_name(network, kind, p.device))
+                if not spec.force and up_to_date(path, source, network):
+                    log(f"{path.name}: up to date (same source and shapes), reused; --force rebuilds")
+                else:
+                    with steps(f"building {path.name}"):
+                        extras = write_artifact(kind, network, path, spec)
+                        write_sidecar(path, sidecar_for(kind, backend, network, p, source, extras))
+                if kind == "onnx-trt":
+                    continue  # an input of the TensorRT build; ONNX Runtime cannot run its plugin nodes
+                with steps(f"checking {path.name} against eager fp32"):
+                    artifacts.append(validate(path, reference, network, spec.runs))
+    print_table(artifacts)
+    failed = [a for a in artifacts if not a.ok]
+    log(f"built {len(artifacts)} artifact(s) in {p.out_dir} in {time.perf_counter() - t0:.0f} s: "
+        + (f"{len(failed)} failed their parity check" if failed else "all within the parity rule"))
+    return artifacts
 
 
-def plan_backends(requested: str, device: str) -> list[str]:
-    trt_ok, trt_reason = tensorrt_build.available()
-    if requested == "auto":
-        backends = (["tensorrt"] if trt_ok else ["aoti"]) + ["onnx"]
-        if not trt_ok:
-            log(f"TensorRT skipped: {trt_reason}; building AOTInductor ({device}) and ONNX")
-        return backends
-    torch_trt_ok, torch_trt_reason = torch_tensorrt_build.available()
-    if requested == "all":
-        return ["onnx", "aoti"] + (["tensorrt"] if trt_ok else []) + (["torch-tensorrt"] if torch_trt_ok else [])
-    if requested == "tensorrt" and not trt_ok:
-        raise SystemExit(f"--backend tensorrt: {trt_reason}")
-    if requested == "torch-tensorrt" and not torch_trt_ok:
-        raise SystemExit(f"--backend torch-tensorrt: {torch_trt_reason}")
-    return [requested]
+def output_path(folder: Path, name: str) -> Path:
+    """folder / name, which must stay inside folder (names come from checkpoint metadata)."""
+    try:
+        return inside(folder, folder / name)
+    except ValueError as e:
+        raise UsageError(f"artifact name {name!r}: {e}") from None
 
 
-def build(args) -> list[dict]:
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    precision = args.precision if args.precision != "auto" else ("fp16" if device == "cuda" else "fp32")
-    backends = plan_backends(args.backend, device)
-    preset_name = args.preset or DEFAULT_PRESET[args.task]
-    window = PRESETS[preset_name].window
-    # default: the preset's window, batch 1 (static shapes export several times faster on CPU)
-    shapes = ShapeRange(args.batch or (1, 1, 1), args.height or (window[0],) * 3, args.width or (window[1],) * 3)
-    out_dir = Path(args.out_dir)
-    step = Step(2 + 2 * len(backends) + (1 if "tensorrt" in backends else 0))
-    with step("loading the model"):
-        reference, source = load_source(args)
-    with step(f"preparing the {precision} network on {device} (shapes {shapes.as_dict()})"):
-        network = TaskNetwork(reference, precision, shapes, device)
-        if device == "cuda":  # the fp32 reference runs beside it, in true fp32
-            torch.backends.cuda.matmul.allow_tf32 = False
-            torch.backends.cudnn.allow_tf32 = False
-            reference = reference.to(device)
-    rows = []
-    for backend in backends:
-        outputs = [("onnx-trt", "tensorrt")] if backend == "tensorrt" else [(backend, backend)]
-        if backend == "tensorrt":
-            outputs.append(("tensorrt", "tensorrt"))
-        for kind, backend_tag in outputs:
-            path = out_dir / artifact_name(network, kind, device)
-            if not args.force and up_to_date(path, source, network):
-                log(f"{path.name}: up to date (same source and shapes), reused; --force rebuilds")
-            else:
-                with step(f"building {path.name}"):
-                    extras = write_artifact(kind, network, path, args)
-                    sidecar = Sidecar(task=network.task, preset=network.preset, size=network.size,
-                                      backend="onnx" if kind == "onnx-trt" else backend_tag,
-                                      device="cuda" if kind in ("tensorrt", "torch-tensorrt") else
-                                      (device if kind == "aoti" else "cpu"),
-                                      precision=precision, shapes=shapes.as_dict(), input=network.io[0],
-                                      output=network.io[1], source=source, gpu=gpu_info(),
-                                      extra_files=extras or [])
-                    if kind == "onnx-trt":
-                        sidecar.output = dict(sidecar.output, onnx_flavour="tensorrt plugins")
-                    write_sidecar(path, sidecar)
-            if kind == "onnx-trt":
-                continue  # an input of the TensorRT build; ONNX Runtime cannot run its plugin nodes
-            rows.append(validate(path, reference, network, args.runs))
-    print_table(rows)
-    return rows
+def sidecar_for(kind: str, backend: str, network: TaskNetwork, p: Plan, source: dict, extras: list[str]) -> Sidecar:
+    device = "cuda" if kind in ("tensorrt", "torch-tensorrt") else (p.device if kind == "aoti" else "cpu")
+    sidecar = Sidecar(task=network.task, preset=network.preset, size=network.size,
+                      backend="onnx" if kind == "onnx-trt" else backend, device=device, precision=p.precision,
+                      shapes=p.shapes.as_dict(), input=network.io[0], output=network.io[1], source=source,
+                      gpu=gpu_info(), extra_files=extras)
+    if kind == "onnx-trt":
+        sidecar.output = dict(sidecar.output, onnx_flavour="tensorrt plugins")
+    return sidecar
 
 
-def write_artifact(kind: str, network: TaskNetwork, path: Path, args) -> list[str]:
+def write_artifact(kind: str, network: TaskNetwork, path: Path, spec: BuildSpec) -> list[str]:
     if kind == "onnx":
         return onnx_export.export_onnx(network, path, "standard")
     if kind == "onnx-trt":
         extras = onnx_export.export_onnx(network, path, "tensorrt")
         problems = tensorrt_graph_problems(onnx_export.load_checked(path))
         if problems:
-            raise SystemExit(f"{path.name} would not import into TensorRT:\n  " + "\n  ".join(problems))
+            raise BuildError(f"{path.name} would not import into TensorRT: " + "; ".join(problems))
         return extras
     if kind == "aoti":
-        aoti.export_aoti(network, path, kernels=network.device == "cuda" and args.kernels == "on")
+        aoti.export_aoti(network, path, kernels=network.device == "cuda" and spec.kernels)
         return []
     if kind == "torch-tensorrt":
-        torch_tensorrt_build.build_package(network, path, optimization_level=args.opt_level)
+        torch_tensorrt_build.build_package(network, path, optimization_level=spec.opt_level)
         return []
     if kind == "tensorrt":
         onnx_path = path.with_name(artifact_name(network, "onnx-trt", network.device))
-        tensorrt_build.build_engine(onnx_path, path, network.shapes, optimization_level=args.opt_level,
+        tensorrt_build.build_engine(onnx_path, path, network.shapes, optimization_level=spec.opt_level,
                                     timing_cache=path.parent / "timing.cache")
         return []
     raise ValueError(kind)
 
 
-def validate(path: Path, reference, network: TaskNetwork, runs: int) -> dict:
+def validate(path: Path, reference, network: TaskNetwork, runs: int) -> Artifact:
     engine = Engine.load(path)  # verifies the sidecar and checksums once
-    row = {"artifact": path.name, "MB": (path.stat().st_size + sum(e["bytes"] for e in engine.meta["extra_files"]))
-           / 2 ** 20}
-    tolerance = TOLERANCE[network.precision]
+    megabytes = (path.stat().st_size + sum(e["bytes"] for e in engine.meta["extra_files"])) / 2 ** 20
     try:
-        row["rel_l2"] = check_parity(lambda x: engine.runner(x), reference, network, tolerance)
-        row["status"] = "ok"
+        rel, status = check_parity(engine.runner, reference, network, TOLERANCE[network.precision]), "ok"
     except ParityError as e:
-        row["rel_l2"], row["status"] = e.rel_l2, f"FAIL: {e}"
+        rel, status = e.rel_l2, f"FAIL: {e}"
     x = network.sample("opt").to(engine.device)
-    row["ms"] = median_latency_ms(engine, x, runs)
-    return row
+    ms = median_ms(lambda: engine.runner(x), runs, warmup=1, cuda=x.is_cuda)
+    return Artifact(path, engine.meta["backend"], megabytes, rel, ms, status)
 
 
-def print_table(rows: list[dict]) -> None:
+def print_table(artifacts: list[Artifact]) -> None:
     device = (gpu_info() or {}).get("name") or "CPU"
     log(f"\n{'artifact':44s} {'size MB':>9s} {'rel L2 vs eager fp32':>21s} {'median ms':>10s}  status   ({device})")
-    for r in rows:
-        log(f"{r['artifact']:44s} {r['MB']:9.1f} {r['rel_l2']:21.2e} {r['ms']:10.1f}  {r['status']}")
+    for a in artifacts:
+        log(f"{a.path.name:44s} {a.megabytes:9.1f} {a.rel_l2:21.2e} {a.median_ms:10.1f}  {a.status}")
 
 
-def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--task", required=True, choices=["depth", "seg", "pose"])
-    ap.add_argument("--preset", choices=sorted(PRESETS), help="default: nyu / ade20k / coco")
+# ------------------------------------------------------------------ command line
+
+def _triple(name: str):
+    def parse(text: str) -> tuple[int, int, int]:
+        try:
+            values = [int(v) for v in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--{name} takes MIN,OPT,MAX or one value, got {text!r}") from None
+        if len(values) == 1:
+            values = values * 3
+        if len(values) != 3:
+            raise argparse.ArgumentTypeError(f"--{name} takes MIN,OPT,MAX or one value, got {text!r}")
+        return tuple(values)
+
+    return parse
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    cli.add_task(ap)
+    cli.add_preset(ap)
     ap.add_argument("--checkpoint", help="our .safetensors or an official checkpoint")
     ap.add_argument("--sd-weights", help="SD-1.5 weights (file or diffusers folder) for a full-size model "
                                          "with fresh heads, when no --checkpoint is given")
-    ap.add_argument("--size", choices=["tiny", "sd15"], help="size of the bundled default model (default tiny)")
-    ap.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "aoti", "onnx", "torch-tensorrt", "all"])
-    ap.add_argument("--precision", default="auto", choices=["auto", "fp16", "fp32"],
-                    help="auto: fp16 on CUDA, fp32 on CPU")
-    ap.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when present")
-    ap.add_argument("--batch", type=lambda s: _triple(s, "batch"), help="MIN,OPT,MAX or one value (default 1)")
-    ap.add_argument("--height", type=lambda s: _triple(s, "height"),
+    cli.add_model_size(ap, "size of the bundled default model (default tiny)")
+    ap.add_argument("--backend", default="auto", choices=BACKENDS)
+    ap.add_argument("--precision", default="auto", choices=PRECISIONS, help="auto: fp16 on CUDA, fp32 on CPU")
+    cli.add_device(ap)
+    ap.add_argument("--batch", type=_triple("batch"), help="MIN,OPT,MAX or one value (default 1)")
+    ap.add_argument("--height", type=_triple("height"),
                     help="MIN,OPT,MAX (a dynamic range: multiples of 64, min >= 128) or one value "
                          "(default: the preset window, e.g. 480 for nyu)")
-    ap.add_argument("--width", type=lambda s: _triple(s, "width"), help="like --height")
+    ap.add_argument("--width", type=_triple("width"), help="like --height")
     ap.add_argument("--out-dir", default="artifacts")
     ap.add_argument("--force", action="store_true", help="rebuild artifacts that are up to date")
-    # off by default: on torch 2.11 an AOTInductor package holding any user-defined Triton kernel crashes when
-    # loaded (benchmarks/aoti_kernels.py; results/gpu_check-nvidia-h200-2026-11-27-run4.txt); Inductor's own
-    # kernels are used instead
+    # off by default: CUDA AOTInductor packages holding user-defined Triton kernels crashed at load on torch
+    # 2.11 (docs/performance.md); Inductor's own kernels are used instead
     ap.add_argument("--kernels", default="off", choices=["on", "off"],
                     help="compile our Triton kernels into CUDA AOTInductor packages (default off)")
-    ap.add_argument("--opt-level", type=int, default=3,
-                    help="TensorRT builder optimization level (0-5; tensorrt and torch-tensorrt)")
-    ap.add_argument("--runs", type=int, default=5, help="timed runs per artifact for the latency column")
-    return ap.parse_args(argv)
+    ap.add_argument("--opt-level", type=int, default=3, choices=range(6), metavar="{0..5}",
+                    help="TensorRT builder optimization level (tensorrt and torch-tensorrt)")
+    cli.add_runs(ap, 5, "timed runs per artifact for the latency column")
+
+
+def spec_from_args(args: argparse.Namespace) -> BuildSpec:
+    return BuildSpec(task=args.task, preset=args.preset, checkpoint=args.checkpoint, sd_weights=args.sd_weights,
+                     model_size=args.model_size, backend=args.backend, precision=args.precision, device=args.device,
+                     batch=args.batch, height=args.height, width=args.width, out_dir=args.out_dir, force=args.force,
+                     kernels=args.kernels == "on", opt_level=args.opt_level, runs=args.runs)
+
+
+def run(args: argparse.Namespace) -> int:
+    artifacts = build(spec_from_args(args))
+    return 0 if all(a.ok for a in artifacts) else 1
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    # a kill (timeout, Ctrl-C from a supervisor) unwinds like an exception: no temporary artifact is left
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    try:
-        rows = build(args)
-    except ValueError as e:  # bad shape ranges and the like
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0 if all(r["status"] == "ok" for r in rows) else 1
+    return cli.main(["build", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.export import Dim
 
-from mp_deploy.artifacts import OUTPUT_NAMES, describe_io
-from mp_deploy.configs import preset_to_dict
+from mp_deploy.artifacts import describe_io
+from mp_deploy.configs import OUTPUT_NAMES, preset_to_dict
+from mp_deploy.errors import UsageError
 
 MULTIPLE = 64  # every task network takes sides that are multiples of 64 (the UNet's total stride x 8)
 
@@ -30,13 +31,13 @@ class ShapeRange:
         for name in ("batch", "height", "width"):
             lo, opt, hi = getattr(self, name)
             if not 1 <= lo <= opt <= hi:
-                raise ValueError(f"{name} range must satisfy 1 <= min <= opt <= max, got {lo},{opt},{hi}")
+                raise UsageError(f"{name} range must satisfy 1 <= min <= opt <= max, got {lo},{opt},{hi}")
         for name in ("height", "width"):  # a dynamic side is 64 x a dynamic block count; a static one is free
             lo, opt, hi = getattr(self, name)
             if lo != hi and any(v % self.multiple_of for v in (lo, opt, hi)):
-                raise ValueError(f"a dynamic {name} range must use multiples of {self.multiple_of}, got {lo},{opt},{hi}")
+                raise UsageError(f"a dynamic {name} range must use multiples of {self.multiple_of}, got {lo},{opt},{hi}")
             if lo == hi and opt != lo:
-                raise ValueError(f"static {name} {lo} needs opt {lo}, got {opt}")
+                raise UsageError(f"static {name} {lo} needs opt {lo}, got {opt}")
 
     def shape(self, which: str = "opt") -> tuple[int, int, int, int]:
         i = {"min": 0, "opt": 1, "max": 2}[which]
@@ -68,7 +69,7 @@ def to_precision(model: nn.Module, precision: str) -> nn.Module:
     if precision == "fp32":
         return model.float()
     if precision != "fp16":
-        raise ValueError(f"precision must be fp16 or fp32, got {precision!r}")
+        raise UsageError(f"precision must be fp16 or fp32, got {precision!r}")
     model.half()
     for m in model.modules():
         if type(m) is nn.GroupNorm:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mp_deploy.checkpoints import atomic_write
+from mp_deploy.errors import BuildError
+from mp_deploy.util import atomic_write
 
 try:
     import tensorrt as trt
@@ -24,10 +25,6 @@ def available() -> tuple[bool, str]:
     if not torch.cuda.is_available():
         return False, "no CUDA device"
     return True, f"TensorRT {trt.__version__}"
-
-
-class BuildError(RuntimeError):
-    pass
 
 
 def create_network(onnx_path: Path):

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import torch
 
+import mp_deploy.kernels  # noqa: F401  (registers the kernel that ops.use_kernels switches on)
 from mp_deploy import ops
-from mp_deploy.checkpoints import atomic_write
+from mp_deploy.errors import BuildError
+from mp_deploy.util import atomic_write
 
 try:
     import torch_tensorrt
@@ -41,7 +43,6 @@ def register_converters() -> None:
     from torch_tensorrt.dynamo.conversion import dynamo_tensorrt_converter
     from torch_tensorrt.dynamo.conversion.converter_utils import get_trt_tensor
 
-    import mp_deploy.kernels  # noqa: F401  (registers torch.ops.mp_deploy.*)
     from mp_deploy.kernels import tensorrt_plugins
 
     def tensors(ctx, name, *values):
@@ -66,7 +67,7 @@ def register_converters() -> None:
 def build_package(network, path: Path, optimization_level: int = 3) -> None:
     """Compile `network` (TaskNetwork, CUDA) with torch_tensorrt.dynamo and save an AOTInductor .pt2 at `path`."""
     if torch_tensorrt is None:
-        raise RuntimeError("torch-tensorrt is not installed (pip install torch-tensorrt matching this torch, "
+        raise BuildError("torch-tensorrt is not installed (pip install torch-tensorrt matching this torch, "
                            "on a machine with a CUDA GPU)")
     register_converters()
     # as in the TensorRT-flavour ONNX: the neck's op becomes the plugin pair; the UNet's GroupNorms stay

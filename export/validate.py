@@ -4,7 +4,9 @@ from __future__ import annotations
 import onnx
 import torch
 
-from mp_deploy.golden import rel_l2  # one definition, shared with the golden CLI
+from mp_deploy.errors import MpDeployError
+from mp_deploy.models import Trace
+from mp_deploy.util import rel_l2
 
 # ONNX ops the TensorRT 10 parser imports (onnx-tensorrt docs/operators.md, 10.x: "Y" rows; opset 9..20).
 TENSORRT_ONNX_OPS = frozenset("""
@@ -29,7 +31,7 @@ NORM_OPS = ("GroupNormalization", "InstanceNormalization", "LayerNormalization",
 FP32 = onnx.TensorProto.FLOAT
 
 
-class ParityError(AssertionError):
+class ParityError(MpDeployError):
     def __init__(self, message: str, rel_l2: float = float("nan")):
         super().__init__(message)
         self.rel_l2 = rel_l2  # the measured error when there is one (a table still shows it)
@@ -85,15 +87,11 @@ def norm_input_types(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def first_nonfinite_stage(model, x: torch.Tensor) -> str | None:
-    """Run the eager model with its trace and name the first stage whose tensor is not finite."""
-    trace: dict = {}
+    """Run the eager model with its trace and name the first traced tensor that is not finite."""
+    trace = Trace()
     with torch.no_grad():
-        out = model(x, trace=trace)
-    trace["output"] = out
-    for name, t in trace.items():
-        if isinstance(t, torch.Tensor) and t.is_floating_point() and not torch.isfinite(t).all():
-            return name
-    return None
+        model(x, hook=trace)
+    return next((name for name, t in trace.tensors.items() if not torch.isfinite(t).all()), None)
 
 
 def check_parity(run, reference_model, network, tolerance: float, seeds=(1, 2)) -> float:
@@ -131,9 +129,9 @@ def stage_errors(model, reference_model, x: torch.Tensor) -> dict[str, float]:
     precision) on input x, in model order, ending with the output: where the error grows. Eager already over
     the rule at the output: the precision itself; eager within it: the backend loses the rest."""
     device = next(reference_model.parameters()).device
-    ours, ref = {}, {}
+    ours, ref = Trace(), Trace()
     with torch.no_grad():
-        ours["output"] = model(x, trace=ours)
-        ref["output"] = reference_model(x.float().to(device), trace=ref)
-    return {name: rel_l2(t.float(), ref[name].float()) for name, t in ours.items()
-            if isinstance(t, torch.Tensor) and t.is_floating_point() and name in ref and t.shape == ref[name].shape}
+        model(x, hook=ours)
+        reference_model(x.float().to(device), hook=ref)
+    return {name: rel_l2(t.float(), ref.tensors[name].float()) for name, t in ours.tensors.items()
+            if t.shape == ref.tensors[name].shape}

@@ -6,7 +6,6 @@ a mismatch with a message that says what differs.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import platform
 from dataclasses import asdict, dataclass, field
@@ -15,23 +14,15 @@ from pathlib import Path
 import torch
 
 from mp_deploy import __version__
-from mp_deploy.checkpoints import atomic_write
+from mp_deploy.errors import UserError
+from mp_deploy.util import atomic_write, sha256_file
 
 FORMAT = "mp-deploy-artifact/1"
 BACKEND_SUFFIX = {"onnx": ".onnx", "aoti": ".pt2", "tensorrt": ".engine", "torch-tensorrt": ".pt2"}
-OUTPUT_NAMES = {"depth": "depth", "seg": "logits", "pose": "heatmaps"}
 
 
-class ArtifactError(RuntimeError):
+class ArtifactError(UserError, RuntimeError):
     """An artifact that is missing, corrupt, or built for another machine or runtime."""
-
-
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def gpu_info(device=None) -> dict | None:
@@ -98,7 +89,7 @@ def describe_io(task: str, preset: dict, precision: str) -> tuple[dict, dict]:
            "note": "pixels / 255; the model maps [0, 1] to [-1, 1] itself"}
     if task == "depth":
         out = {"name": "depth", "kind": "depth", "unit": "m", "max_depth": preset["max_depth"], "stride": 1,
-               "png16_scale": 1000.0 if preset["max_depth"] <= 10 else 256.0}
+               "png16_scale": preset["png16_scale"]}
     elif task == "seg":
         out = {"name": "logits", "kind": "segmentation", "num_classes": preset["num_classes"], "stride": 1,
                "postprocess": "argmax over classes"}

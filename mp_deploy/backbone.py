@@ -1,4 +1,5 @@
-"""The Meta Prompts backbone: VAE latent -> the same UNet run R times with learned step embeddings and prompts."""
+"""The Meta Prompts backbone: the VAE encoder, the UNet shared by the R refinement passes, the learned step
+embeddings and prompts. The model (mp_deploy.models) runs them as its stages."""
 from __future__ import annotations
 
 import torch
@@ -45,26 +46,14 @@ class MetaPromptsBackbone(nn.Module):
         """x in [-1, 1] -> latent posterior mean. The VAE is frozen in the reference."""
         return self.vae(x)
 
-    def forward(self, x: torch.Tensor, trace: dict | None = None):
-        """x (B, 3, H, W) in [-1, 1] -> ([f0, f1, f2, f3] of the last step, last step's prompts (B, N, D)).
+    def unet_pass(self, step: int, latent: torch.Tensor):
+        """One pass of the recurrent refinement: the shared UNet with step `step`'s embedding and prompts.
+        -> ([f0, f1, f2, f3] decoder features at strides 8, 16, 32, 64 of the image, prompts (B, N, D))."""
+        batch = latent.shape[0]
+        emb = self.step_embeddings[step].unsqueeze(0).expand(batch, -1)
+        prompts = self.prompts(step, batch)
+        return unet_features(self.unet, latent, emb, prompts), prompts
 
-        `trace`, when given, receives the intermediate tensors named as in the golden files.
-        """
-        latent = self.encode(x)
-        if trace is not None:
-            trace["z0"] = latent
-        batch = x.shape[0]
-        features = None
-        for step in range(self.refine_steps):
-            if step > 0:
-                latent = unet_out_head(self.unet, features[0])
-                if trace is not None:
-                    trace[f"unet_input_step{step + 1}"] = latent
-            emb = self.step_embeddings[step].unsqueeze(0).expand(batch, -1)
-            prompts = self.prompts(step, batch)
-            features = unet_features(self.unet, latent, emb, prompts)
-        if trace is not None:
-            for i, (f, ob) in enumerate(zip(features, (11, 7, 4, 1))):
-                trace[f"unet_f{i}_ob{ob}"] = f
-            trace["final_prompts"] = prompts
-        return features, prompts
+    def next_latent(self, f0: torch.Tensor) -> torch.Tensor:
+        """The next pass's input: SD's own output head applied to the last pass's stride-8 feature."""
+        return unet_out_head(self.unet, f0)

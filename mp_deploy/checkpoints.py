@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
@@ -20,14 +19,16 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from mp_deploy.configs import Preset, get_preset, get_size, preset_from_dict, preset_to_dict
+from mp_deploy.errors import UserError
 from mp_deploy.models import MetaPromptsModel, build_model
+from mp_deploy.util import atomic_write
 
 FORMAT_TAG = "mp-deploy/1"
 _LDM_UNET = "model.diffusion_model."
 _PREFIX = {"depth": "encoder.", "seg": ""}  # official prefix of the backbone keys
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be read or does not fit the model."""
 
 
@@ -61,22 +62,6 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict, dict]:
     if obj and all(k.startswith("module.") for k in obj):
         obj = {k[len("module."):]: v for k, v in obj.items()}
     return obj, meta
-
-
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call write(tmp_path), then rename onto path: a crash leaves no half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # same suffix as the target: some writers (AOTInductor) insist on it
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 # ---------------------------------------------------------------- strict loading

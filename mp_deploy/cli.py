@@ -22,13 +22,12 @@ COMMANDS = {
     "golden": ("mp_deploy.golden", "parity with the reference implementation on its golden tensors"),
 }
 
-TASKS = ("depth", "seg", "pose")
-MODEL_SIZES = ("tiny", "sd15")
-
 
 # ------------------------------------------------------------------ shared flags (one meaning each)
 
 def add_task(parser: argparse.ArgumentParser, required: bool = True, default: str | None = None) -> None:
+    from mp_deploy.configs import TASKS
+
     parser.add_argument("--task", choices=TASKS, required=required and default is None, default=default,
                         help="depth, seg (semantic segmentation) or pose")
 
@@ -40,7 +39,9 @@ def add_preset(parser: argparse.ArgumentParser) -> None:
 
 
 def add_model_size(parser: argparse.ArgumentParser, help: str) -> None:
-    parser.add_argument("--model-size", choices=MODEL_SIZES, help=help)
+    from mp_deploy.configs import SIZES
+
+    parser.add_argument("--model-size", choices=sorted(SIZES), help=help)
 
 
 def add_device(parser: argparse.ArgumentParser) -> None:

@@ -9,7 +9,11 @@ refinement steps, classes).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+import math
+from dataclasses import asdict, dataclass, fields, replace
+
+from mp_deploy.errors import UsageError
+from mp_deploy.util import check_name
 
 # diffusers UNet2DConditionModel kwargs. attention_head_dim=8 means 8 heads (legacy SD-1.5 naming).
 SD15_UNET = dict(
@@ -94,38 +98,42 @@ class Preset:
     # depth
     max_depth: float = 10.0
     resize_scale: int = 1
+    png16_scale: float = 1000.0  # depth x this in 16-bit PNGs (the dataset's own convention: NYU mm, KITTI 1/256 m)
     # seg / pose
     num_classes: int = 0
     num_keypoints: int = 0
+    dropout: float = 0.0  # before the segmentation heads' classifiers
     # inference window (H, W) used by export and benchmarks by default
     window: tuple[int, int] = (480, 480)
-    extra: dict = field(default_factory=dict)
 
 
 PRESETS = {
     "nyu": Preset("nyu", "depth", max_depth=10.0, resize_scale=1, window=(480, 480)),
-    "kitti": Preset("kitti", "depth", max_depth=80.0, resize_scale=2, window=(352, 352)),
+    "kitti": Preset("kitti", "depth", max_depth=80.0, resize_scale=2, png16_scale=256.0, window=(352, 352)),
     "ade20k": Preset("ade20k", "seg", num_prompts=150, num_classes=150, window=(512, 512)),
-    "cityscapes": Preset("cityscapes", "seg", num_prompts=150, num_classes=19, window=(1024, 1024)),
+    "cityscapes": Preset("cityscapes", "seg", num_prompts=150, num_classes=19, dropout=0.1, window=(1024, 1024)),
     # Cityscapes model pretrained on Mapillary: one refinement step (reference configs/cityscapes_extra*.py)
     "cityscapes-mapillary": Preset("cityscapes-mapillary", "seg", refine_steps=1, num_prompts=150,
-                                   num_classes=19, window=(1024, 1024)),
+                                   num_classes=19, dropout=0.1, window=(1024, 1024)),
     # Our own design (no official pose model): top-down 256x192 person crops, heatmaps at stride 4.
     "coco": Preset("coco", "pose", num_prompts=64, num_keypoints=17, resize_scale=0, window=(256, 192)),
 }
 
+TASKS = ("depth", "seg", "pose")
 DEFAULT_PRESET = {"depth": "nyu", "seg": "ade20k", "pose": "coco"}
+# the network output of each task, as exported artifacts name it
+OUTPUT_NAMES = {"depth": "depth", "seg": "logits", "pose": "heatmaps"}
 
 
 def get_size(name: str) -> SizeConfig:
     if name not in SIZES:
-        raise ValueError(f"unknown model size {name!r}; choose one of {sorted(SIZES)}")
+        raise UsageError(f"unknown model size {name!r}; choose one of {sorted(SIZES)}")
     return SIZES[name]
 
 
 def get_preset(name: str, **overrides) -> Preset:
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        raise UsageError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return replace(PRESETS[name], **overrides) if overrides else PRESETS[name]
 
 
@@ -134,7 +142,56 @@ def preset_to_dict(p: Preset) -> dict:
 
 
 def preset_from_dict(d: dict) -> Preset:
-    d = dict(d)
-    if "window" in d:
-        d["window"] = tuple(d["window"])
-    return Preset(**d)
+    """A Preset from a dict read from a file (checkpoint metadata, sidecar): every field checked, so that a
+    wrong one is named instead of failing later."""
+    if not isinstance(d, dict):
+        raise UsageError(f"a preset must be a JSON object, got {type(d).__name__}")
+    known = {f.name: f for f in fields(Preset)}
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        raise UsageError(f"unknown preset field(s): {', '.join(map(repr, unknown))}")
+    missing = [name for name in ("name", "task") if name not in d]
+    if missing:
+        raise UsageError(f"preset lacks {', '.join(missing)}")
+    values = {}
+    for name, value in d.items():
+        kind = known[name].type
+        if kind == "str":
+            ok = isinstance(value, str)
+        elif kind == "int":
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif kind == "float":
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            value = float(value) if ok else value
+        else:  # window
+            ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(
+                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+            value = tuple(value) if ok else value
+        if not ok:
+            raise UsageError(f"preset field {name!r} has a wrong value {value!r} (expected {kind})")
+        values[name] = value
+    try:
+        check_name(values["name"], "preset name")
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if values["task"] not in TASKS:
+        raise UsageError(f"preset task {values['task']!r} is not one of {', '.join(TASKS)}")
+    preset = Preset(**values)
+    check_preset(preset)
+    return preset
+
+
+def check_preset(p: Preset) -> None:
+    """Values a model can be built from: refinement steps and counts at least 1 where the task needs them."""
+    if p.refine_steps < 1:
+        raise UsageError(f"preset {p.name!r}: refine_steps must be at least 1, got {p.refine_steps}")
+    if p.num_prompts < 1:
+        raise UsageError(f"preset {p.name!r}: num_prompts must be at least 1, got {p.num_prompts}")
+    if p.task == "depth" and not (p.max_depth > 0 and p.png16_scale > 0 and p.resize_scale >= 0):
+        raise UsageError(f"preset {p.name!r}: max_depth and png16_scale must be positive, resize_scale >= 0")
+    if p.task == "seg" and p.num_classes < 1:
+        raise UsageError(f"preset {p.name!r}: num_classes must be at least 1, got {p.num_classes}")
+    if p.task == "pose" and p.num_keypoints < 1:
+        raise UsageError(f"preset {p.name!r}: num_keypoints must be at least 1, got {p.num_keypoints}")
+    if not 0.0 <= p.dropout < 1.0:
+        raise UsageError(f"preset {p.name!r}: dropout must be in [0, 1), got {p.dropout}")

@@ -11,12 +11,17 @@ import numpy as np
 import torch
 
 from mp_deploy.artifacts import ArtifactError, read_sidecar
+from mp_deploy.errors import MpDeployError, UserError
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
-class EngineError(RuntimeError):
-    """Bad input for an engine, or a non-finite output."""
+class EngineError(UserError, RuntimeError):
+    """Input an engine cannot take (shape, dtype, values)."""
+
+
+class EngineFailure(MpDeployError, RuntimeError):
+    """A run that failed inside the backend, or gave a non-finite output."""
 
 
 class _EagerRunner:
@@ -91,7 +96,7 @@ class _TensorRTRunner:
         self.context.set_tensor_address(self.input, x.data_ptr())
         self.context.set_tensor_address(self.output, out.data_ptr())
         if not self.context.execute_async_v3(torch.cuda.current_stream().cuda_stream):
-            raise EngineError("TensorRT execution failed")
+            raise EngineFailure("TensorRT execution failed")
         return out
 
 
@@ -174,7 +179,7 @@ class Engine:
     def postprocess(self, raw: torch.Tensor, input_hw) -> dict:
         raw = raw.float()
         if not torch.isfinite(raw).all():
-            raise EngineError(f"{self.name}: the {self.meta['precision']} output contains NaN or inf")
+            raise EngineFailure(f"{self.name}: the {self.meta['precision']} output contains NaN or inf")
         if self.task == "depth":
             return {"depth": raw}
         if self.task == "seg":

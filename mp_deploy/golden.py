@@ -1,112 +1,153 @@
 """Golden parity against the reference implementation.
 
-    python -m mp_deploy.golden --checkpoint CKPT --golden FILE
+    mp-deploy golden --checkpoint CKPT --golden FILE      (or python -m mp_deploy.golden ...)
 
 FILE (from ../shared/golden) holds inputs, intermediate tensors and outputs of the reference at the weights
 that `make_weights.py` writes into CKPT (official layout). The model and its settings come from FILE's
 metadata; CKPT goes through the official loader. Prints the relative L2 error of every stored tensor
-(centred for `pred_d`) and exits non-zero when any is above the tolerance or not finite.
+(centred for `pred_d`) and fails when any is above the tolerance or not finite, when a tensor the reference
+stores for that model is missing from FILE, when FILE holds a tensor this check does not know, or when nothing
+was compared.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from mp_deploy.checkpoints import load_official
+from mp_deploy.errors import UsageError
+from mp_deploy.models import Trace
+from mp_deploy.util import rel_l2, tf32_off
 
 TOLERANCE = 1e-4  # README of the golden files: reference noise <= 8e-6, real slips >= 2e-5
+OUTPUT_TAG = {"depth": "pred_d"}  # the task output's name in the golden files (seg files store the backbone only)
 
 
-def rel_l2(out: torch.Tensor, ref: torch.Tensor, centred: bool = False) -> float:
-    """||out - ref|| / ||ref|| (centred: / ||ref - mean(ref)||, for outputs with a large mean like depth)."""
-    out, ref = out.double().cpu(), ref.double().cpu()
-    denom = (ref - ref.mean()) if centred else ref
-    return ((out - ref).norm() / denom.norm().clamp_min(1e-30)).item()
+@dataclass
+class Row:
+    key: str
+    shape: tuple | None
+    rel_l2: float | None
+    status: str  # ok | FAIL ... | missing
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
 
 
 def read_golden(path: str):
-    with safe_open(path, "pt") as f:
-        meta = f.metadata() or {}
-    tensors = load_file(path)
-    inputs = [k.split(".", 1)[0] for k in tensors if k.endswith(".input")]
+    """-> (metadata, tensors, input names) of a golden file; UsageError when it cannot be read."""
+    try:
+        with safe_open(path, "pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(path)
+    except (SafetensorError, OSError) as e:
+        raise UsageError(f"cannot read golden file {path}: {e}") from e
+    inputs = [k.rsplit(".", 1)[0] for k in tensors if k.endswith(".input")]
     return meta, tensors, inputs
 
 
-def model_for(meta: dict, checkpoint: str):
-    """-> (model, run(model, x, trace)) as the golden file's metadata says."""
+def golden_task(meta: dict, path: str) -> tuple[str, int]:
+    """-> (depth | seg, refinement steps) from a golden file's metadata."""
     kind = meta.get("model", "")
-    steps = int(meta["refine_step"])
-    if "Depth" in kind:
-        model = load_official(checkpoint, preset="nyu", max_depth=float(meta["max_depth"]),
-                              resize_scale=int(meta["resize_scale"]))
-        run = lambda m, x, t: m(x, trace=t)  # noqa: E731
-    elif "Seg" in kind:
+    task = "depth" if "Depth" in kind else "seg" if "Seg" in kind else None
+    if task is None:
+        raise UsageError(f"golden file {path} names an unknown model in its metadata: {kind!r}")
+    try:
+        return task, int(meta["refine_step"])
+    except (KeyError, ValueError):
+        raise UsageError(f"golden file {path} has no valid refine_step in its metadata") from None
+
+
+def expected_tags(task: str, steps: int) -> list[str]:
+    """Every tensor the reference stores per input for this model."""
+    tags = ["z0", *(f"unet_input_step{k}" for k in range(2, steps + 1)), *Trace.FEATURES]
+    if task == "depth":
+        return tags + ["final_prompts", "prompt_map", "pred_d"]
+    return tags + [f"prompt_map{i}" for i in range(4)]
+
+
+def load_model(meta: dict, checkpoint: str, task: str, steps: int):
+    if task == "depth":
+        model = load_official(checkpoint, preset="nyu", max_depth=float(meta.get("max_depth", 10.0)),
+                              resize_scale=int(meta.get("resize_scale", 1)))
+    else:  # the heads are absent from the backbone golden's checkpoint
         model = load_official(checkpoint, preset="ade20k", allow_missing_heads=True)
-        print("segmentation backbone golden: decode/auxiliary heads absent from the checkpoint, as expected")
-        run = lambda m, x, t: m.prompt_maps(x, trace=t)  # noqa: E731  (input is already in [-1, 1])
-    else:
-        raise SystemExit(f"golden file metadata names an unknown model: {kind!r}")
+    if model.task != task:
+        raise UsageError(f"{checkpoint} is a {model.task} checkpoint, the golden file is for {task}")
     if model.preset.refine_steps != steps:
-        raise SystemExit(f"checkpoint has {model.preset.refine_steps} refinement steps, golden file expects {steps}")
-    return model, run
+        raise UsageError(f"checkpoint has {model.preset.refine_steps} refinement steps, golden file expects {steps}")
+    return model
 
 
-def check(checkpoint: str, golden: str, tolerance: float = TOLERANCE, device: str = "cpu") -> bool:
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+def compare(checkpoint: str, golden: str, tolerance: float = TOLERANCE, device: str = "cpu", log=print) -> list[Row]:
+    """Run the model on every input of the golden file -> one Row per expected tensor and per unknown one."""
     meta, tensors, inputs = read_golden(golden)
+    task, steps = golden_task(meta, golden)
     t0 = time.perf_counter()
-    model, run = model_for(meta, checkpoint)
-    model = model.to(device)
-    settings = (f"max_depth {model.preset.max_depth}, resize_scale {model.preset.resize_scale}, "
-                if model.task == "depth" else "")
-    print(f"loaded {checkpoint} ({model.task}, {settings}R={model.preset.refine_steps}) "
-          f"in {time.perf_counter() - t0:.1f} s")
-    ok = True
-    worst = 0.0
-    print(f"{'tensor':40s} {'shape':>20s} {'rel L2':>10s}  status")
+    model = load_model(meta, checkpoint, task, steps).to(device)
+    settings = f"max_depth {model.preset.max_depth}, resize_scale {model.preset.resize_scale}, " if task == "depth" else ""
+    log(f"loaded {checkpoint} ({task}, {settings}R={steps}) in {time.perf_counter() - t0:.1f} s")
+    tags = expected_tags(task, steps)
+    known = {f"{name}.{tag}" for name in inputs for tag in tags + ["input"]}
+    rows = [Row(key, tuple(tensors[key].shape), None, "FAIL: not a tensor this check knows")
+            for key in sorted(set(tensors) - known)]
     for name in inputs:
-        trace: dict = {}
+        x = tensors[f"{name}.input"].to(device)
+        trace = Trace()
         t0 = time.perf_counter()
-        with torch.no_grad():
-            run(model, tensors[f"{name}.input"].to(device), trace)
-        elapsed = time.perf_counter() - t0
-        for key in sorted(k for k in tensors if k.startswith(name + ".") and not k.endswith(".input")):
-            stored = tensors[key]
-            tag = key.split(".", 1)[1]
-            if tag not in trace:
-                print(f"{key:40s} {'':>20s} {'':>10s}  not produced")
+        # the segmentation file's input is already in [-1, 1] (the reference's extract_feat input)
+        state = {"images": x} if task == "depth" else {"encoder_input": x}
+        with torch.no_grad(), tf32_off():
+            model.run_stages(state, trace)
+        log(f"  ({name}: forward {time.perf_counter() - t0:.1f} s)")
+        for tag in tags:
+            key = f"{name}.{tag}"
+            if key not in tensors:
+                rows.append(Row(key, None, None, "FAIL: missing from the golden file"))
                 continue
-            out = trace[tag].detach().float().cpu()
+            stored = tensors[key]
+            out = trace.tensors["output" if tag == OUTPUT_TAG.get(task) else tag].detach().float().cpu()
             if out.shape != stored.shape:
-                print(f"{key:40s} {str(tuple(out.shape)):>20s} {'':>10s}  FAIL shape, expected {tuple(stored.shape)}")
-                ok = False
+                rows.append(Row(key, tuple(out.shape), None, f"FAIL: shape, expected {tuple(stored.shape)}"))
                 continue
             err = rel_l2(out, stored, centred=(tag == "pred_d"))
-            finite = bool(torch.isfinite(out).all())
-            good = finite and err <= tolerance
-            ok &= good
-            worst = max(worst, err)
-            status = "ok" if good else ("FAIL not finite" if not finite else "FAIL")
-            print(f"{key:40s} {str(tuple(out.shape)):>20s} {err:10.2e}  {status}")
-        print(f"  ({name}: forward {elapsed:.1f} s)")
-    print(f"{'PASS' if ok else 'FAIL'}: worst relative L2 {worst:.2e} (tolerance {tolerance:.0e})")
-    return ok
+            status = "FAIL: not finite" if not torch.isfinite(out).all() else "ok" if err <= tolerance else "FAIL"
+            rows.append(Row(key, tuple(out.shape), err, status))
+    return rows
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="weights in the official layout (make_weights.py output)")
+    parser.add_argument("--golden", required=True, help="golden .safetensors file")
+    parser.add_argument("--tolerance", type=float, default=TOLERANCE)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+
+
+def run(args: argparse.Namespace) -> int:
+    print(f"{'tensor':40s} {'shape':>20s} {'rel L2':>10s}  status")
+    rows = compare(args.checkpoint, args.golden, args.tolerance, args.device)
+    for r in rows:
+        err = "" if r.rel_l2 is None else f"{r.rel_l2:.2e}"
+        print(f"{r.key:40s} {str(r.shape or ''):>20s} {err:>10s}  {r.status}")
+    compared = [r for r in rows if r.rel_l2 is not None]
+    worst = max((r.rel_l2 for r in compared), default=0.0)
+    ok = bool(compared) and all(r.ok for r in rows)
+    what = f"{len(compared)} tensors compared" if compared else "nothing compared"
+    print(f"{'PASS' if ok else 'FAIL'}: {what}, worst relative L2 {worst:.2e} (tolerance {args.tolerance:.0e})")
+    return 0 if ok else 1
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--checkpoint", required=True, help="weights in the official layout (make_weights.py output)")
-    ap.add_argument("--golden", required=True, help="golden .safetensors file")
-    ap.add_argument("--tolerance", type=float, default=TOLERANCE)
-    ap.add_argument("--device", default="cpu")
-    a = ap.parse_args(argv)
-    return 0 if check(a.checkpoint, a.golden, a.tolerance, a.device) else 1
+    from mp_deploy.cli import main as cli_main
+
+    return cli_main(["golden", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -3,28 +3,37 @@
 - MetaPromptsDepth: depth in metres (B, 1, H, W)
 - MetaPromptsSeg:   class logits (B, K, H, W)
 - MetaPromptsPose:  keypoint heatmaps (B, K, H/4, W/4)
+
+The forward pass is a list of named stages (`stages()`), each a function from one state dict to the next, that
+`forward` runs in turn: `vae_encode`, `unet_pass1` .. `unet_passR`, `neck`, `head`. A hook called after each
+stage with its name and state is the one way to look inside: per-stage timing (benchmarks), the reference's
+intermediate tensors (`Trace`: golden parity, parity diagnostics). Nothing else re-implements the forward.
 """
 from __future__ import annotations
 
 import math
 import re
+from functools import partial
+from typing import Callable, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mp_deploy.backbone import MetaPromptsBackbone
-from mp_deploy.configs import DEFAULT_PRESET, Preset, SizeConfig, get_preset, get_size
+from mp_deploy.configs import DEFAULT_PRESET, Preset, SizeConfig, check_preset, get_preset, get_size
+from mp_deploy.errors import UsageError
+from mp_deploy.heads.common import resize
 from mp_deploy.heads.depth import DepthHead, FusionNeck
 from mp_deploy.heads.pose import PoseHead
 from mp_deploy.heads.seg import FCNHead, SegNeck, UPerHead
 
 
-def _resize(x: torch.Tensor, size) -> torch.Tensor:
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+class Stage(NamedTuple):
+    name: str
+    fn: Callable[[dict], dict]
 
 
-def _check_images(x: torch.Tensor) -> None:
+def check_images(x: torch.Tensor) -> None:
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 3:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"expected RGB images of shape (B, 3, H, W), got {shape}")
@@ -40,21 +49,58 @@ class MetaPromptsModel(nn.Module):
         self.size = size
         self.preset = preset
 
+    # ------------------------------------------------------------ the forward pass, as stages
+
+    def stages(self) -> list[Stage]:
+        steps = [Stage(f"unet_pass{k + 1}", partial(self.refine, k)) for k in range(self.preset.refine_steps)]
+        return [Stage("vae_encode", self.encode), *steps, Stage("neck", self.rearrange), Stage("head", self.decode)]
+
+    def run_stages(self, state: dict, hook: Callable[[str, dict], None] | None = None) -> dict:
+        for stage in self.stages():
+            state = stage.fn(state)
+            if hook is not None:
+                hook(stage.name, state)
+        return state
+
+    def forward(self, images: torch.Tensor, hook: Callable[[str, dict], None] | None = None) -> torch.Tensor:
+        return self.run_stages({"images": images}, hook)["output"]
+
     def encoder_size(self, h: int, w: int) -> tuple[int, int]:
         """Size the backbone sees: ((h // 64) + resize_scale) * 64 (depth, pose); seg crops go in as they are."""
         rs = self.preset.resize_scale
         return ((h // 64) + rs) * 64, ((w // 64) + rs) * 64
 
-    def window_prompt_map(self, images: torch.Tensor, trace: dict | None = None) -> torch.Tensor:
-        """depth / pose: [0, 1] images -> [-1, 1] at the encoder size -> backbone -> fusion neck, whose
-        (B, N, H'/8, W'/8) map is resized back to (h // 8, w // 8) of the window."""
-        _check_images(images)
-        h, w = images.shape[-2:]
-        features, prompts = self.backbone(_resize(images * 2 - 1, self.encoder_size(h, w)), trace)
-        prompt_map = self.neck(features, prompts)
-        if trace is not None:
-            trace["prompt_map"] = prompt_map
-        return _resize(prompt_map, (h // 8, w // 8))
+    def encode(self, s: dict) -> dict:
+        """images in [0, 1] -> [-1, 1] at the encoder size -> VAE latent. A state may give `encoder_input`
+        instead (already in [-1, 1] at the encoder size: the reference's extract_feat input)."""
+        x = s.get("encoder_input")
+        if x is None:
+            images = s["images"]
+            check_images(images)
+            hw = tuple(images.shape[-2:])
+            x = images * 2 - 1
+            if self.encoder_size(*hw) != hw:
+                x = resize(x, self.encoder_size(*hw))
+        else:
+            hw = tuple(x.shape[-2:])
+        return {"hw": hw, "latent": self.backbone.encode(x)}
+
+    def refine(self, step: int, s: dict) -> dict:
+        """UNet pass `step` (0-based); a pass after the first starts from SD's output head on the last f0."""
+        latent = s["latent"] if step == 0 else self.backbone.next_latent(s["features"][0])
+        features, prompts = self.backbone.unet_pass(step, latent)
+        return {"hw": s["hw"], "latent": latent, "features": features, "prompts": prompts}
+
+    def rearrange(self, s: dict) -> dict:
+        """The fusion neck: features -> GroupNorm + ReLU -> dot product with the last pass's prompts."""
+        return {"hw": s["hw"], "prompt_map": self.neck(s["features"], s["prompts"])}
+
+    def decode(self, s: dict) -> dict:
+        """depth / pose: the stride-8 prompt map resized to (h // 8, w // 8) of the window, then the head."""
+        h, w = s["hw"]
+        return {"hw": s["hw"], "output": self.head(resize(s["prompt_map"], (h // 8, w // 8)))}
+
+    # ------------------------------------------------------------ training init
 
     def init_weights(self) -> "MetaPromptsModel":
         """Training init of the reference: trunc-normal(.02) convs/linears; head decoder normal(.001)."""
@@ -84,19 +130,6 @@ class MetaPromptsDepth(MetaPromptsModel):
         self.head = DepthHead(preset.num_prompts, size.depth_decoder_channels, size.depth_head_channels,
                               preset.max_depth)
 
-    def forward(self, images: torch.Tensor, trace: dict | None = None) -> torch.Tensor:
-        depth = self.head(self.window_prompt_map(images, trace))
-        if trace is not None:
-            trace["pred_d"] = depth
-        return depth
-
-    @staticmethod
-    def loss(pred: torch.Tensor, target: torch.Tensor, variance_focus: float = 0.5) -> torch.Tensor:
-        """Scale-invariant log loss of the reference: sqrt(mean(d^2) - 0.5 mean(d)^2) over target > 0."""
-        valid = target > 0
-        d = torch.log(target[valid]) - torch.log(pred[valid])
-        return torch.sqrt((d ** 2).mean() - variance_focus * d.mean() ** 2)
-
 
 class MetaPromptsSeg(MetaPromptsModel):
     task = "seg"
@@ -105,35 +138,21 @@ class MetaPromptsSeg(MetaPromptsModel):
         super().__init__(size, preset)
         self.backbone = MetaPromptsBackbone(size, preset.refine_steps, preset.num_prompts, per_step_prompts=False)
         self.neck = SegNeck(size.feature_channels, size.prompt_dim)
-        dropout = 0.1 if preset.name.startswith("cityscapes") else 0.0
-        self.decode_head = UPerHead(preset.num_prompts, size.uper_channels, preset.num_classes, dropout=dropout)
-        self.auxiliary_head = FCNHead(preset.num_prompts, size.uper_channels, preset.num_classes, dropout=dropout)
+        self.decode_head = UPerHead(preset.num_prompts, size.uper_channels, preset.num_classes,
+                                    dropout=preset.dropout)
+        self.auxiliary_head = FCNHead(preset.num_prompts, size.uper_channels, preset.num_classes,
+                                      dropout=preset.dropout)
 
     def encoder_size(self, h: int, w: int) -> tuple[int, int]:
         return h, w
 
-    def prompt_maps(self, x: torch.Tensor, trace: dict | None = None):
-        """x already in [-1, 1] (the reference's extract_feat) -> 4 maps at strides 4, 8, 16, 32."""
-        features, prompts = self.backbone(x, trace)
-        maps = self.neck(features, prompts)
-        if trace is not None:
-            for i, m in enumerate(maps):
-                trace[f"prompt_map{i}"] = m
-        return maps
-
-    def forward(self, images: torch.Tensor, trace: dict | None = None) -> torch.Tensor:
-        _check_images(images)
-        maps = self.prompt_maps(images * 2 - 1, trace)
-        return _resize(self.decode_head(maps), images.shape[-2:])
-
-    def loss(self, images: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
-        """Cross-entropy of the decode head + 0.4 x the auxiliary head (logits resized to the labels)."""
-        maps = self.prompt_maps(images * 2 - 1)
-        total = 0.0
-        for head, weight in ((self.decode_head, 1.0), (self.auxiliary_head, 0.4)):
-            logits = _resize(head(maps), labels.shape[-2:])
-            total = total + weight * F.cross_entropy(logits, labels, ignore_index=ignore_index)
-        return total
+    def decode(self, s: dict) -> dict:
+        """UPerHead on the 4 prompt maps, logits resized to the image. In training mode also the auxiliary
+        FCN head's logits (`aux_output`, at its own stride 16), which only the loss uses."""
+        out = {"hw": s["hw"], "output": resize(self.decode_head(s["prompt_map"]), s["hw"])}
+        if self.training:
+            out["aux_output"] = self.auxiliary_head(s["prompt_map"])
+        return out
 
 
 class MetaPromptsPose(MetaPromptsModel):
@@ -145,16 +164,37 @@ class MetaPromptsPose(MetaPromptsModel):
         self.neck = FusionNeck(size.feature_channels, size.neck_deconv_channels, size.prompt_dim)
         self.head = PoseHead(preset.num_prompts, size.pose_head_channels, preset.num_keypoints)
 
-    def forward(self, images: torch.Tensor, trace: dict | None = None) -> torch.Tensor:
-        return self.head(self.window_prompt_map(images, trace))
 
-    @staticmethod
-    def loss(heatmaps: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-        """Mean squared heatmap error; `weight` (B, K) masks invisible keypoints."""
-        err = ((heatmaps - target) ** 2).mean(dim=(2, 3))
-        if weight is not None:
-            err = err * weight
-        return err.mean()
+class Trace:
+    """A forward hook that keeps the intermediate tensors under the reference's names (those of the golden
+    files), and the task output as `output`:
+
+        trace = Trace(); model(x, hook=trace); trace.tensors["unet_f0_ob11"]
+    """
+
+    FEATURES = ("unet_f0_ob11", "unet_f1_ob7", "unet_f2_ob4", "unet_f3_ob1")  # ldm output blocks 11, 7, 4, 1
+
+    def __init__(self):
+        self.tensors: dict[str, torch.Tensor] = {}
+
+    def __call__(self, stage: str, state: dict) -> None:
+        t = self.tensors
+        if stage == "vae_encode":
+            t["z0"] = state["latent"]
+        elif stage.startswith("unet_pass"):
+            step = int(stage[len("unet_pass"):])
+            if step > 1:
+                t[f"unet_input_step{step}"] = state["latent"]
+            t.update(zip(self.FEATURES, state["features"]))
+            t["final_prompts"] = state["prompts"]  # the last pass's, once the loop is done
+        elif stage == "neck":
+            maps = state["prompt_map"]
+            if isinstance(maps, torch.Tensor):
+                t["prompt_map"] = maps
+            else:
+                t.update((f"prompt_map{i}", m) for i, m in enumerate(maps))
+        elif stage == "head":
+            t["output"] = state["output"]
 
 
 MODELS = {"depth": MetaPromptsDepth, "seg": MetaPromptsSeg, "pose": MetaPromptsPose}
@@ -165,12 +205,15 @@ def build_model(task: str | None = None, preset: str | Preset | None = None, siz
     """Build a model. `init=False` builds on the meta device (fast; every weight must then be loaded with assign)."""
     if preset is None:
         if task is None:
-            raise ValueError("give a task (depth, seg, pose) or a preset")
+            raise UsageError("give a task (depth, seg, pose) or a preset")
+        if task not in DEFAULT_PRESET:
+            raise UsageError(f"unknown task {task!r}; choose one of {', '.join(DEFAULT_PRESET)}")
         preset = DEFAULT_PRESET[task]
     if isinstance(preset, str):
         preset = get_preset(preset, **preset_overrides)
     if task is not None and preset.task != task:
-        raise ValueError(f"preset {preset.name!r} is for task {preset.task!r}, not {task!r}")
+        raise UsageError(f"preset {preset.name!r} is for task {preset.task!r}, not {task!r}")
+    check_preset(preset)
     if isinstance(size, str):
         size = get_size(size)
     cls = MODELS[preset.task]
@@ -188,13 +231,12 @@ RESIDUAL_BRANCH_OUT = re.compile(r"^backbone\..*\.(conv2|to_out\.0|proj_out|ff\.
 
 
 def seeded_model(task: str, size: str = "tiny", seed: int = 0, **kw) -> MetaPromptsModel:
-    """Deterministic random weights (tests and the bundled default until a trained demo model ships).
+    """Deterministic random weights, for tests and speed measurements.
 
     Fan-in scaled normals everywhere, as in the golden weight rule, so activations stay at unit scale
     (the training init's tiny head weights give a near-constant output). Residual branches end at half that
-    scale, so each block adds less to its skip path, as in trained networks: with full-scale branches the
-    tiny pose model's own fp16 rounding reached 4.8e-3 relative L2 (against the 5e-3 fp16 parity rule),
-    with half-scale ones 2.8e-3 (CPU, its 256 x 192 window).
+    scale, so each block adds less to its skip path, as in trained networks; with full-scale branches fp16
+    rounding alone came close to the fp16 parity rule (docs/performance.md).
     """
     model = build_model(task, size=size, init=False, **kw).to_empty(device="cpu")  # no double init (SD-1.5: 0.9 B)
     torch.manual_seed(seed)

@@ -16,12 +16,18 @@ from mp_deploy.artifacts import ArtifactError, read_sidecar, sidecar_path
 from mp_deploy.engine import Engine, EngineError
 from mp_deploy.export import build_engine, onnx_export, tensorrt_build, torch_tensorrt_build
 from mp_deploy.export.networks import ShapeRange, TaskNetwork
-from mp_deploy.export.validate import norm_input_types, rel_l2, tensorrt_graph_problems
+from mp_deploy.export.build_engine import BuildSpec, build
+from mp_deploy.export.validate import norm_input_types, tensorrt_graph_problems
 from mp_deploy.models import SEEDED_RULE, seeded_model
+from mp_deploy.util import rel_l2
 
-SHAPES = {"depth": ["--batch", "1", "--height", "128", "--width", "128"],
-          "seg": ["--batch", "1", "--height", "64", "--width", "64"],
-          "pose": ["--batch", "1", "--height", "64", "--width", "64"]}
+SIDE = {"depth": 128, "seg": 64, "pose": 64}
+
+
+def spec(task, out, backend, **kw) -> BuildSpec:
+    side = (SIDE[task],) * 3
+    return BuildSpec(task=task, backend=backend, out_dir=str(out), runs=1, batch=(1, 1, 1), height=side, width=side,
+                     **kw)
 
 
 BACKENDS = {"depth": "all", "seg": "onnx", "pose": "onnx"}  # CI time: AOTInductor CPU builds take minutes each
@@ -30,24 +36,22 @@ PRESET = {"depth": "nyu", "seg": "ade20k", "pose": "coco"}
 
 @pytest.fixture(scope="session")
 def built(tmp_path_factory):
-    """(task, backend) -> (out_dir, rows) from `build_engine --task T --backend B`."""
+    """(task, backend) -> (out_dir, artifacts) from `build(BuildSpec(task, backend))`."""
     cache = {}
 
     def get(task, backend=None):
         backend = backend or BACKENDS[task]
         if (task, backend) not in cache:
             out = tmp_path_factory.mktemp(f"{task}-{backend}")
-            rows = build_engine.build(build_engine.parse_args(
-                ["--task", task, "--backend", backend, "--out-dir", str(out), "--runs", "1"] + SHAPES[task]))
-            cache[task, backend] = (out, rows)
+            cache[task, backend] = (out, build(spec(task, out, backend)))
         return cache[task, backend]
 
     return get
 
 
-def _check_artifacts(task, out, rows, expected):
-    assert sorted(r["artifact"] for r in rows) == sorted(expected)
-    assert all(r["status"] == "ok" and r["rel_l2"] <= 1e-4 for r in rows), rows
+def _check_artifacts(task, out, artifacts, expected):
+    assert sorted(a.path.name for a in artifacts) == sorted(expected)
+    assert all(a.ok and a.rel_l2 <= 1e-4 for a in artifacts), artifacts
     model = seeded_model(task)  # the bundled default, rebuilt independently
     reference = Engine.from_model(model)
     side = 128 if task == "depth" else 64
@@ -65,21 +69,21 @@ def _check_artifacts(task, out, rows, expected):
 
 
 def test_build_engine_depth_onnx_and_aoti(built):
-    out, rows = built("depth")
-    _check_artifacts("depth", out, rows, ["depth-nyu-tiny-fp32.onnx", "depth-nyu-tiny-fp32-cpu.pt2"])
+    out, artifacts = built("depth")
+    _check_artifacts("depth", out, artifacts, ["depth-nyu-tiny-fp32.onnx", "depth-nyu-tiny-fp32-cpu.pt2"])
 
 
 @pytest.mark.parametrize("task", ["seg", "pose"])
 def test_build_engine_onnx(task, built):
-    out, rows = built(task)
-    _check_artifacts(task, out, rows, [f"{task}-{PRESET[task]}-tiny-fp32.onnx"])
+    out, artifacts = built(task)
+    _check_artifacts(task, out, artifacts, [f"{task}-{PRESET[task]}-tiny-fp32.onnx"])
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["seg", "pose"])
 def test_build_engine_aoti(task, built):
-    out, rows = built(task, "aoti")
-    _check_artifacts(task, out, rows, [f"{task}-{PRESET[task]}-tiny-fp32-cpu.pt2"])
+    out, artifacts = built(task, "aoti")
+    _check_artifacts(task, out, artifacts, [f"{task}-{PRESET[task]}-tiny-fp32-cpu.pt2"])
 
 
 def test_dynamic_batch_and_size_range(tmp_path):
@@ -124,8 +128,7 @@ def test_engine_checks_input_shape_and_type(built):
 def test_rebuild_is_skipped_when_up_to_date(built, capsys):
     out, _ = built("seg")
     before = (out / "seg-ade20k-tiny-fp32.onnx").stat().st_mtime_ns
-    build_engine.build(build_engine.parse_args(["--task", "seg", "--backend", "onnx", "--out-dir", str(out),
-                                                "--runs", "1"] + SHAPES["seg"]))
+    build(spec("seg", out, "onnx"))
     assert "up to date" in capsys.readouterr().out
     assert (out / "seg-ade20k-tiny-fp32.onnx").stat().st_mtime_ns == before
 
@@ -193,7 +196,7 @@ def test_killed_build_leaves_nothing(tmp_path):
     # build_engine's own main(), with an export that writes part of its file and then hangs
     code = (
         "import sys, time\n"
-        "from mp_deploy.checkpoints import atomic_write\n"
+        "from mp_deploy.util import atomic_write\n"
         "from mp_deploy.export import build_engine, onnx_export\n"
         "def hang(network, path, flavour='standard'):\n"
         "    def write(tmp):\n"
@@ -204,7 +207,7 @@ def test_killed_build_leaves_nothing(tmp_path):
         f"sys.exit(build_engine.main(['--task', 'pose', '--backend', 'onnx', '--out-dir', {str(tmp_path)!r}]))\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
-    while not any(p.stat().st_size for p in tmp_path.iterdir()):  # the temporary file, half written
+    while not any(p.is_file() and p.stat().st_size for p in tmp_path.rglob("*")):  # the temporary, half written
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "timeout"
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
@@ -329,10 +332,10 @@ def test_torch_tensorrt_converters_map_the_ops_to_the_plugins(monkeypatch):
 
 @pytest.mark.skipif(tensorrt_build.trt is None, reason="TensorRT is not installed (not installable on this machine)")
 def test_tensorrt_engine_build_and_run(tmp_path):  # pragma: no cover - needs TensorRT and a GPU
-    rows = build_engine.build(build_engine.parse_args(
-        ["--task", "depth", "--backend", "tensorrt", "--out-dir", str(tmp_path), "--height", "64", "--width", "64"]))
-    assert all(r["status"] == "ok" for r in rows)
-    assert read_sidecar(tmp_path / rows[0]["artifact"])["backend"] == "tensorrt"
+    artifacts = build(BuildSpec(task="depth", backend="tensorrt", out_dir=str(tmp_path), height=(64,) * 3,
+                                width=(64,) * 3))
+    assert all(a.ok for a in artifacts)
+    assert read_sidecar(artifacts[0].path)["backend"] == "tensorrt"
 
 
 @pytest.mark.parametrize("backend", ["tensorrt", "torch-tensorrt"])
@@ -364,7 +367,7 @@ def test_parity_failure_names_the_error_per_stage():
         check_parity(network.model, reference, network, tolerance=1e-9)
     message = str(failed.value)
     stages = dict(part.rsplit(" ", 1) for part in message.split("per stage: ")[1].rstrip(")").split(", "))
-    assert list(stages)[0] == "z0" and list(stages)[-1] == "output" and "pred_d" in stages, message
+    assert list(stages)[0] == "z0" and list(stages)[-1] == "output" and "prompt_map" in stages, message
     assert all(0 < float(err) < 1e-2 for err in stages.values()), message  # fp16 rounding, not garbage
     assert float(stages["output"]) == pytest.approx(failed.value.rel_l2, rel=0.02)  # printed to 2 digits
 

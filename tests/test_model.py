@@ -4,7 +4,8 @@ import torch
 import torch.nn.functional as F
 
 from mp_deploy.configs import get_size
-from mp_deploy.models import build_model, seeded_model
+from mp_deploy.errors import UsageError
+from mp_deploy.models import Trace, build_model, seeded_model
 from mp_deploy.unet import build_unet, unet_features
 
 
@@ -26,37 +27,42 @@ def test_forward_shapes_and_backward(task, shape, out_shape):
     assert all(p.grad is None for p in model.backbone.vae.parameters())  # frozen, as in the reference
 
 
-def test_depth_range_and_loss():
+def test_depth_range():
     model = seeded_model("depth")
     with torch.no_grad():
         d = model(torch.rand(1, 3, 64, 64))
     assert d.min() > 0 and d.max() < model.preset.max_depth
-    gt = torch.rand_like(d) * 5 + 0.5
-    gt[..., :4] = 0  # invalid pixels are ignored
-    loss = model.loss(d, gt)
-    assert loss.item() > 0 and torch.isfinite(loss)
-    assert model.loss(gt, gt).item() == pytest.approx(0.0, abs=1e-6)
 
 
-def test_seg_and_pose_losses_train():
+def test_forward_is_its_stages_in_turn():
+    """forward == the stages run one by one; the hook sees every stage, in order, with its state."""
+    model = seeded_model("depth")
+    x = torch.rand(1, 3, 64, 64)
+    seen = []
+    with torch.no_grad():
+        out = model(x, hook=lambda name, state: seen.append((name, sorted(state))))
+        state = {"images": x}
+        for stage in model.stages():
+            state = stage.fn(state)
+    assert [name for name, _ in seen] == ["vae_encode", "unet_pass1", "unet_pass2", "unet_pass3", "neck", "head"]
+    assert seen[-1][1] == ["hw", "output"]
+    assert torch.equal(out, state["output"])
+
+
+def test_seg_training_mode_gives_the_auxiliary_logits():
     seg = seeded_model("seg").train()
-    labels = torch.randint(0, 150, (2, 64, 64))
-    labels[0, :8] = 255
-    loss = seg.loss(torch.rand(2, 3, 64, 64), labels)
-    loss.backward()
-    assert seg.auxiliary_head.conv_seg.weight.grad.abs().sum() > 0
-    pose = seeded_model("pose")
-    hm = pose(torch.rand(1, 3, 64, 64))
-    assert pose.loss(hm, hm.detach()).item() == 0.0
+    state = seg.run_stages({"images": torch.rand(2, 3, 64, 64)})
+    assert state["output"].shape == (2, 150, 64, 64) and state["aux_output"].shape == (2, 150, 4, 4)
+    assert "aux_output" not in seg.eval().run_stages({"images": torch.rand(1, 3, 64, 64)})
 
 
 def test_refine_steps_reuse_one_unet():
     model = seeded_model("depth", refine_steps=2)
     n_unet = sum(p.numel() for p in model.backbone.unet.parameters())
-    trace = {}
+    trace = Trace()
     with torch.no_grad():
-        model(torch.rand(1, 3, 64, 64), trace=trace)
-    assert "unet_input_step2" in trace and "unet_input_step3" not in trace
+        model(torch.rand(1, 3, 64, 64), hook=trace)
+    assert "unet_input_step2" in trace.tensors and "unet_input_step3" not in trace.tensors
     assert model.backbone.step_embeddings.shape[0] == 2
     # one UNet, whatever R is
     assert n_unet == sum(p.numel() for p in seeded_model("depth", refine_steps=3).backbone.unet.parameters())
@@ -84,12 +90,16 @@ def test_bad_input_is_named():
 
 
 def test_unknown_preset_and_size():
-    with pytest.raises(ValueError, match="unknown preset"):
+    with pytest.raises(UsageError, match="unknown preset"):
         build_model(preset="nyu2")
-    with pytest.raises(ValueError, match="unknown model size"):
+    with pytest.raises(UsageError, match="unknown model size"):
         build_model("depth", size="huge")
-    with pytest.raises(ValueError, match="is for task"):
+    with pytest.raises(UsageError, match="is for task"):
         build_model("seg", preset="nyu")
+    with pytest.raises(UsageError, match="unknown task"):
+        build_model("banana")
+    with pytest.raises(UsageError, match="refine_steps must be at least 1"):
+        build_model("depth", refine_steps=0)
 
 
 def test_sd15_numerics_settings_pinned():

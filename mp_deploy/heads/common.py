@@ -1,7 +1,14 @@
-"""Layers shared by the task heads."""
+"""Layers shared by the model's stages and task heads."""
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+def resize(x: torch.Tensor, size) -> torch.Tensor:
+    """Bilinear, align_corners=False: every resize of the reference's models."""
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 def conv_bn_relu(cin: int, cout: int, kernel: int = 3, bias: bool = True) -> list[nn.Module]:

@@ -9,12 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mp_deploy.heads.common import ConvGNReLU
+from mp_deploy.heads.common import ConvGNReLU, resize
 from mp_deploy.ops import norm_relu_rearrange
-
-
-def _resize(x: torch.Tensor, size) -> torch.Tensor:
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 class SegNeck(nn.Module):
@@ -61,13 +57,13 @@ class UPerHead(nn.Module):
 
     def forward(self, inputs) -> torch.Tensor:
         top = inputs[-1]
-        pooled = [_resize(ppm(top), top.shape[-2:]) for ppm in self.psp_modules]
+        pooled = [resize(ppm(top), top.shape[-2:]) for ppm in self.psp_modules]
         laterals = [conv(x) for conv, x in zip(self.lateral_convs, inputs[:-1])]
         laterals.append(self.bottleneck(torch.cat([top] + pooled, dim=1)))
         for i in range(len(laterals) - 1, 0, -1):  # top-down path
-            laterals[i - 1] = laterals[i - 1] + _resize(laterals[i], laterals[i - 1].shape[-2:])
+            laterals[i - 1] = laterals[i - 1] + resize(laterals[i], laterals[i - 1].shape[-2:])
         outs = [conv(x) for conv, x in zip(self.fpn_convs, laterals[:-1])] + [laterals[-1]]
-        outs = [outs[0]] + [_resize(x, outs[0].shape[-2:]) for x in outs[1:]]
+        outs = [outs[0]] + [resize(x, outs[0].shape[-2:]) for x in outs[1:]]
         return self.conv_seg(self.dropout(self.fpn_bottleneck(torch.cat(outs, dim=1))))
 
 
