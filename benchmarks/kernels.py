@@ -129,11 +129,11 @@ def _neck_inputs(shape, n_prompts, gen):
 
 
 def bench_norm_relu_rearrange(args, flush, gen):
-    from mp_deploy.kernels import group_norm as gn, norm_relu_rearrange as nrr
+    from mp_deploy.kernels import group_stats as gs, norm_relu_rearrange as nrr
 
     # the launchers' defaults first (starred), then the alternatives
     neck_configs = [(None, nrr.BLOCK_C, nrr.NUM_WARPS, nrr.NUM_STAGES)] + NECK_CONFIGS
-    stats_configs = [(gn.STATS_PROGRAMS, gn.STATS_BLOCK, gn.NUM_WARPS, gn.STAGES)] + STATS_CONFIGS
+    stats_configs = [(gs.PROGRAMS, gs.BLOCK, gs.NUM_WARPS, gs.STAGES)] + STATS_CONFIGS
     rows = []
     for index, (name, shape, n_prompts) in enumerate(NORM_RELU_REARRANGE_SHAPES):
         x, weight, bias, prompts = _neck_inputs(shape, n_prompts, gen)
@@ -163,7 +163,7 @@ def bench_norm_relu_rearrange(args, flush, gen):
             for i, config in enumerate(stats_configs):
                 label = "{} p{} b{} w{} s{}{} (vs group_norm)".format(name, *config, "*" if i == 0 else "")
                 rows.append(_row("group_stats", label, lambda: F.group_norm(x, 16, weight, bias, 1e-5),
-                                 lambda c=config: gn.group_stats(x, 16, *c), (x,), args, flush, compare=False))
+                                 lambda c=config: gs.group_stats(x, 16, *c), (x,), args, flush, compare=False))
             # the fastest rearrangement with the fastest statistics pass: what the swept constants can reach
             apply = min(zip(rows, neck_configs), key=lambda pair: pair[0]["triton_us"])[1]
             stats = min(zip(rows[-len(stats_configs):], stats_configs), key=lambda pair: pair[0]["triton_us"])[1]

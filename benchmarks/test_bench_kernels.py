@@ -6,6 +6,7 @@ checked loosely (tests/test_kernels.py does it properly); speed is never asserte
 import pytest
 import torch
 
+import mp_deploy.kernels  # noqa: F401  (registers the kernels that ops.use_kernels switches on)
 from mp_deploy import ops
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="the Triton kernels need a CUDA device")

@@ -1,25 +1,29 @@
 """Fused GroupNorm + affine + ReLU + prompt rearrangement, in Triton.
 
+    torch.ops.mp_deploy.norm_relu_rearrange(x, weight, bias, groups, eps, prompts) -> (B, N, H, W)
+
 out[b, n, s] = sum_c relu(groupnorm(x)[b, c, s]) * prompts[b, n, c] for x (B, C, H, W), prompts (B, N, C).
-Pass 1 is `group_norm.group_stats` (partial moments per (batch, group)). Pass 2 reads x once per
+Pass 1 is `group_stats.group_stats` (partial moments per (batch, group)). Pass 2 reads x once per
 BLOCK_N prompts: a program owns a (BLOCK_N, BLOCK_HW) output tile, walks the channels BLOCK_C at a time,
 normalises + ReLUs the x tile in fp32 registers and feeds it to tl.dot against the prompt tile
 (fp16/bf16 operands stay in their dtype for the tensor cores, fp32 ones stay exact fp32; fp32 accumulation).
 The normalised activations never go to memory, unlike eager's group_norm -> relu -> einsum.
 Single launch (`single_launch=True`, for maps of up to SINGLE_MAX_TILES spatial tiles): one persistent grid of
 at most one program per SM computes the partial moments of its spatial tiles, waits at a grid-wide barrier,
-then rearranges its tiles, re-reading x from L2. It saves the second launch: at the depth neck's batch-1
-size, latency, not bandwidth, bounds the time (a plain copy of as many bytes reached 21% of the copy ceiling
-on an H200). Not the default until a GPU run has timed it (benchmarks/kernels.py). All programs
-must be resident at once, hence the grid of at most one per SM; under TRITON_INTERPRET, which runs programs
-one after another, the two phases are two launches of the same kernel.
+then rearranges its tiles, re-reading x from L2. It saves the second launch: on small maps (the depth neck
+at batch 1) latency, not bandwidth, bounds the time. Opt-in until a GPU run has timed it (docs/performance.md).
+All programs must be resident at once, hence the grid of at most one per SM; under TRITON_INTERPRET, which
+runs programs one after another, the two phases are two launches of the same kernel.
 Kernel parameters follow TensorRT's AOT plugin order: input pointers, int scalars, output pointer, constexprs.
+The TensorRT plugins keep the two-launch kernels (`norm_relu_rearrange_spec`, after group_stats' plugin).
 """
 import torch
-import triton
-import triton.language as tl
+from torch import Tensor
 
-from .group_norm import _row_moments, _store_moments, group_stats, traceable
+from mp_deploy import ops
+
+from .group_stats import TRT_SPLIT, group_stats, row_moments, store_moments
+from .utils import define_op, tl, traceable, triton
 
 BLOCK_HW = 32  # spatial tile when the shape is unknown at compile time (TensorRT plugin, dynamic shapes)
 BLOCK_C = 64
@@ -85,7 +89,7 @@ def _tile_moments(x_ptr, stats_ptr, channels, hw, groups, batch, tile,
                   SPLIT: tl.constexpr, GROUPS_BLOCK: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
                   STAGES: tl.constexpr):
     """stats[batch * groups + g, :, tile] = (count, mean - shift, M2) of group g over one spatial tile: the
-    layout of group_norm.group_stats, with the tile as the chunk (shift = the group's first value)."""
+    layout of group_stats.group_stats, with the tile as the chunk (shift = the group's first value)."""
     channels_per_group = channels // groups
     g = tl.arange(0, GROUPS_BLOCK)
     g_mask = g < groups
@@ -107,7 +111,7 @@ def _tile_moments(x_ptr, stats_ptr, channels, hw, groups, batch, tile,
         acc_sq += tl.sum(tl.where(one_hot, tl.sum(d * d, 1)[:, None], 0.0), 0)
     pixels = tl.minimum(tl.maximum(hw - tile * BLOCK_HW, 0), BLOCK_HW)
     count = tl.cast(pixels * channels_per_group, tl.float32) + tl.zeros([GROUPS_BLOCK], tl.float32)
-    _store_moments(stats_ptr + rows * (3 * SPLIT) + tile, count, acc, acc_sq, SPLIT, g_mask)
+    store_moments(stats_ptr + rows * (3 * SPLIT) + tile, count, acc, acc_sq, SPLIT, g_mask)
 
 
 @triton.jit
@@ -131,7 +135,7 @@ def _rearrange_tile(x_ptr, stats_ptr, w_ptr, b_ptr, p_ptr, channels, hw, n_promp
     # statistics of this batch's groups, once per program; per channel they are picked by a one-hot sum below
     # (registers cannot be indexed), which is far cheaper than re-reading the partial moments per channel block
     g = tl.arange(0, GROUPS_BLOCK)
-    shift_g, mean_g, rstd_g = _row_moments(x_ptr, stats_ptr, batch * groups + g, g < groups,
+    shift_g, mean_g, rstd_g = row_moments(x_ptr, stats_ptr, batch * groups + g, g < groups,
                                            channels_per_group * hw, EPS, SPLIT)
 
     batch64 = tl.cast(batch, tl.int64)  # batch: a program id, a loop index, or (interpreter) a Python int
@@ -253,3 +257,31 @@ def norm_relu_rearrange(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
         x, stats, weight, bias, prompts, channels, hw, n_prompts, groups, out,
         SPLIT=stats.shape[-1], BLOCK_HW=bhw, **common)
     return out
+
+
+def _op_body(x: Tensor, weight: Tensor, bias: Tensor, groups: int, eps: float, prompts: Tensor) -> Tensor:
+    # traced by torch.compile / AOTInductor for every device: CPU artifacts get the reference, no Triton kernel
+    if x.device.type != "cuda":
+        return ops.norm_relu_rearrange_reference(x, weight, bias, groups, eps, prompts)
+    return norm_relu_rearrange(x, weight, bias, groups, eps, prompts)
+
+
+def _fake(x: Tensor, weight: Tensor, bias: Tensor, groups: int, eps: float, prompts: Tensor) -> Tensor:
+    batch, _, height, width = x.shape
+    return x.new_empty((batch, prompts.shape[1], height, width))
+
+
+norm_relu_rearrange_op = define_op("norm_relu_rearrange", _op_body, ops.norm_relu_rearrange_reference, _fake)
+
+
+def norm_relu_rearrange_spec(x_type: str, w_type: str, b_type: str, p_type: str, groups: int, eps: float,
+                             block_n: int, block_hw: int | None = None):
+    """The `norm_relu_rearrange` TensorRT plugin's kernel as tensorrt_plugins.compile_kernel's arguments (less
+    arch): the two-launch main pass over the group_stats plugin's TRT_SPLIT partial moments. Types are Triton's."""
+    params = (("x_ptr", "*" + x_type), ("stats_ptr", "*fp32"), ("w_ptr", "*" + w_type), ("b_ptr", "*" + b_type),
+              ("p_ptr", "*" + p_type), ("channels", "i32"), ("hw", "i32"), ("n_prompts", "i32"), ("groups", "i32"),
+              ("out_ptr", "*" + x_type))
+    constexprs = (("EPS", float(eps)), ("SPLIT", TRT_SPLIT), ("GROUPS_BLOCK", max(2, 1 << (groups - 1).bit_length())),
+                  ("BLOCK_N", block_n), ("BLOCK_C", BLOCK_C), ("BLOCK_HW", block_hw or BLOCK_HW),
+                  ("DOT_IN_FP32", x_type == "fp32"))
+    return _norm_relu_rearrange_kernel, params, constexprs, NUM_WARPS, NUM_STAGES

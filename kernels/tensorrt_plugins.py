@@ -4,22 +4,23 @@ Each plugin has an ahead-of-time implementation (`@trtp.aot_impl`): at engine bu
 compiled to PTX for the building GPU and embedded in the engine, so the engine runs from C++ (trtexec, the
 cpp/ runner) with neither Python nor Triton. An AOT plugin launches exactly one kernel, with its arguments
 in this order: input pointers, int32 scalars (symbolic shape expressions), output pointers; floats and
-everything else are compile-time constants (attributes are not serialized into AOT engines). The kernels in
-group_norm.py / norm_relu_rearrange.py take their parameters in that order, so they are reused unchanged.
+everything else are compile-time constants (attributes are not serialized into AOT engines). The kernels of
+the op files take their parameters in that order, so they are reused unchanged: each op file says what its
+plugin compiles (`*_spec`); this module holds the TensorRT side (compile, launch, register, add to a network).
 
 Because of the one-kernel rule the fused rearrangement is two plugins, chained by `add_norm_relu_rearrange`:
 
   mp_deploy::group_stats(x) -> stats                        attrs: groups:int
       x      (B, C, H, W) fp32/fp16/bf16, C % groups == 0
-      stats  (B * groups, 3, STATS_SPLIT) fp32: per chunk of each (batch, group) row: count,
-             mean minus the row's first value, M2 (group_norm._group_stats_kernel)
+      stats  (B * groups, 3, TRT_SPLIT) fp32: per chunk of each (batch, group) row: count,
+             mean minus the row's first value, M2 (group_stats.py)
   mp_deploy::norm_relu_rearrange(x, stats, weight, bias, prompts) -> out    attrs: groups:int, eps:float
       weight, bias (C,) GroupNorm affine (any float dtype); prompts (B, N, C) same dtype as x
       out    (B, N, H, W) x's dtype: sum_c relu(groupnorm(x))[b, c] * prompts[b, n, c]
   mp_deploy::group_norm_act(x, weight, bias) -> y           attrs: groups:int, eps:float, silu:int (0/1)
       x (B, C, H, W), weight/bias (C,) -> y like x: GroupNorm (fp32 statistics), then SiLU if silu.
-      One program per (batch, group) (the fused kernel): fine for the UNet's small groups at 32x32 and
-      below; the torch op's split path is faster for big groups (TensorRT's own GroupNorm is an alternative).
+      One program per (batch, group) (the fused kernel): made for the UNet's small groups; for big groups
+      the torch op's split path fills the GPU better (TensorRT's own GroupNorm is an alternative).
 
 All tensors must be contiguous (linear format), which is TensorRT's default for plugins without autotune.
 In ONNX, a node with op "group_stats" / "norm_relu_rearrange" / "group_norm_act", attribute
@@ -28,6 +29,10 @@ Requires TensorRT >= 10.8 (aot_impl), Triton and a CUDA GPU at build time; none 
 """
 from functools import lru_cache
 from typing import Optional, Tuple, Union
+
+from . import norm_relu_rearrange as nrr
+from .group_norm import group_norm_act_spec
+from .group_stats import TRT_SPLIT, group_stats_spec
 
 try:
     import tensorrt as trt
@@ -40,7 +45,6 @@ PLUGIN_NAMESPACE = "mp_deploy"
 GROUP_STATS = "group_stats"
 NORM_RELU_REARRANGE = "norm_relu_rearrange"
 GROUP_NORM_ACT = "group_norm_act"
-STATS_SPLIT = 16  # chunks per (batch, group) in the stats plugin: fixed, so dynamic shapes work
 _registered = False
 
 
@@ -93,38 +97,6 @@ def compile_kernel(kernel, params: Tuple[Tuple[str, str], ...], constexprs: Tupl
     return compiled
 
 
-# What each plugin compiles, as compile_kernel's arguments (less arch); types are Triton's: fp32/fp16/bf16.
-def group_stats_spec(x_type: str):
-    from . import group_norm as gn
-
-    params = (("x_ptr", "*" + x_type), ("group_numel", "i32"), ("stats_ptr", "*fp32"))
-    constexprs = (("SPLIT", STATS_SPLIT), ("BLOCK", gn.STATS_BLOCK), ("STAGES", gn.STAGES))
-    return gn._group_stats_kernel, params, constexprs, gn.NUM_WARPS, 1
-
-
-def norm_relu_rearrange_spec(x_type: str, w_type: str, b_type: str, p_type: str, groups: int, eps: float,
-                             block_n: int, block_hw: Optional[int] = None):
-    from . import norm_relu_rearrange as nrr
-
-    params = (("x_ptr", "*" + x_type), ("stats_ptr", "*fp32"), ("w_ptr", "*" + w_type), ("b_ptr", "*" + b_type),
-              ("p_ptr", "*" + p_type), ("channels", "i32"), ("hw", "i32"), ("n_prompts", "i32"), ("groups", "i32"),
-              ("out_ptr", "*" + x_type))
-    constexprs = (("EPS", float(eps)), ("SPLIT", STATS_SPLIT), ("GROUPS_BLOCK", max(2, 1 << (groups - 1).bit_length())),
-                  ("BLOCK_N", block_n), ("BLOCK_C", nrr.BLOCK_C), ("BLOCK_HW", block_hw or nrr.BLOCK_HW),
-                  ("DOT_IN_FP32", x_type == "fp32"))
-    return nrr._norm_relu_rearrange_kernel, params, constexprs, nrr.NUM_WARPS, nrr.NUM_STAGES
-
-
-def group_norm_act_spec(x_type: str, w_type: str, b_type: str, eps: float, silu: bool):
-    from . import group_norm as gn
-
-    params = (("x_ptr", "*" + x_type), ("w_ptr", "*" + w_type), ("b_ptr", "*" + b_type), ("group_numel", "i32"),
-              ("hw", "i32"), ("groups", "i32"), ("y_ptr", "*" + x_type))
-    constexprs = (("EPS", float(eps)), ("SILU", bool(silu)), ("BLOCK", gn.FUSED_BLOCK), ("ONE_TILE", False),
-                  ("STAGES", gn.STAGES))
-    return gn._group_norm_fused_kernel, params, constexprs, gn.NUM_WARPS, 1
-
-
 def _launch(compiled, grid, scalars):
     """(kernel name, PTX, launch params, int32 scalar args): what an aot_impl returns."""
     params = trtp.KernelLaunchParams()
@@ -148,19 +120,17 @@ def register_plugins() -> None:
     _require_tensorrt()
     if _registered:
         return
-    from . import norm_relu_rearrange as nrr
-
     Launch = Tuple[Union[str, bytes], Union[str, bytes], trtp.KernelLaunchParams, trtp.SymIntExprs]
 
     @trtp.register(_plugin_id(GROUP_STATS))
     def _group_stats_desc(x: trtp.TensorDesc, groups: int) -> trtp.TensorDesc:
-        return trtp.from_shape_expr((x.shape_expr[0] * groups, 3, STATS_SPLIT), trt.float32)
+        return trtp.from_shape_expr((x.shape_expr[0] * groups, 3, TRT_SPLIT), trt.float32)
 
     @trtp.aot_impl(_plugin_id(GROUP_STATS))
     def _group_stats_aot(x: trtp.TensorDesc, groups: int, outputs: Tuple[trtp.TensorDesc], tactic: int) -> Launch:
         shape = x.shape_expr
         compiled = compile_kernel(*group_stats_spec(_triton_type(x.dtype)))
-        return _launch(compiled, (STATS_SPLIT, shape[0] * groups, 1), [shape[1] // groups * shape[2] * shape[3]])
+        return _launch(compiled, (TRT_SPLIT, shape[0] * groups, 1), [shape[1] // groups * shape[2] * shape[3]])
 
     @trtp.register(_plugin_id(NORM_RELU_REARRANGE))
     def _norm_relu_rearrange_desc(x: trtp.TensorDesc, stats: trtp.TensorDesc, weight: trtp.TensorDesc,
@@ -181,7 +151,7 @@ def register_plugins() -> None:
         block_hw = nrr.BLOCK_HW  # dynamic shapes: a middle tile; fixed ones get the torch op's choice
         if fixed_hw and fixed_batch:
             block_hw = nrr.block_hw(fixed_hw, fixed_prompts, fixed_batch)
-        compiled = compile_kernel(*norm_relu_rearrange_spec(
+        compiled = compile_kernel(*nrr.norm_relu_rearrange_spec(
             _triton_type(x.dtype), _triton_type(weight.dtype), _triton_type(bias.dtype), _triton_type(prompts.dtype),
             groups, eps, block_n, block_hw))
         grid = (trtp.cdiv(n_prompts, block_n), trtp.cdiv(hw, block_hw), shape[0])

@@ -2,33 +2,36 @@
 # Every GPU check of mp-deploy, in one run on a lent H100/H200 (torch 2.11 + CUDA 13, triton 3.6, no TensorRT,
 # no diffusers, no network). Prepare on the dev machine, from the repo root:
 #   bash ../shared/device/fetch_wheels.sh        # diffusers wheel -> .whl/
-#   bash benchmarks/fetch_debs.sh                # libpng/libjpeg/nlohmann-json headers for the C++ build -> .debs/
+#   bash tools/fetch_debs.sh                     # libpng/libjpeg/nlohmann-json for the C++ build -> .debs/
 # then run it through the device tool with carry [".whl", ".debs"] and a timeout of 10 minutes:
-#   bash benchmarks/gpu_check.sh
-# STAGES picks the stages (default "kernel_bench kernel_tests gpu_tests aoti_kernels cpp_tiny", about 8 minutes,
+#   bash tools/gpu_check.sh
+# STAGES picks the stages (default "kernel_bench kernel_tests gpu_tests aoti_kernels tiny cpp", about 8 minutes,
 # in priority order: a run cut off at its time limit loses the last ones, and still returns what it wrote):
 #   kernel_bench   benchmarks/kernels.py (~2 min; first its single-launch check, under a 1-minute limit)
 #   kernel_tests   tests/test_kernels.py on CUDA (~2 min)
 #   gpu_tests      the other CUDA tests (eager fp16 parity of the bundled defaults)
-#   kernel_aoti    the kernels' AOTInductor test (~2 min)     aoti_kernels  benchmarks/aoti_kernels.py (~3 min)
+#   kernel_aoti    the kernels' AOTInductor test (~2 min)     aoti_kernels  tools/aoti_kernels.py (~3 min)
 #   full           full-size depth -> .pt2 (~5 min, in the background from the start) + latency.py beside it
-#   cpp            mp_infer vs Python on the full package (each side loads it: ~1 min apiece; needs `full`)
-#   cpp_tiny       mp_infer vs Python on a tiny-model CUDA package (~3 min, in the background)
+#   tiny           the bundled tiny default -> CUDA fp16 .pt2 and its parity gate (~3 min, in the background)
+#   cpp            the C++ build (in the background), then tests/test_cpp.py -m gpu: mp_infer against the
+#                  Python runtime on a CUDA package the test builds
 # A 15-minute device budget (machine start included) holds the default call; the next one, in another lease
-# if need be: STAGES="full cpp" (about 8 minutes).
+# if need be: STAGES="full" (about 8 minutes).
 # Each stage has its own time limit. The builds run in the background from the start while the kernel
-# checks run in the foreground. Loads of CUDA packages run with benchmarks/segv_backtrace.c preloaded, so a
+# checks run in the foreground. Loads of CUDA packages run with tools/segv_backtrace.c preloaded, so a
 # crash prints its native stack.
 # Results land in $OUT: summary.txt, kernels-*.json, aoti_kernels.json, latency JSON/CSV/PNG and logs.tar.gz
 # (every log and the small diagnostic packages, refreshed after each stage so that a cut-off run still returns
 # them): 7 files of the 8 that come back, so send the console to /dev/null or one file, not more.
+# What a run established goes into docs/performance.md (facts and numbers) and benchmarks/results/ (the
+# curated JSON/CSV/PNG); its console logs are not kept in the repository.
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu_out}
 LOGS=/tmp/logs
 mkdir -p "$OUT" "$LOGS"
 export PYTHONUNBUFFERED=1
 T0=$SECONDS
-STAGES=${STAGES:-kernel_bench kernel_tests gpu_tests aoti_kernels cpp_tiny}
+STAGES=${STAGES:-kernel_bench kernel_tests gpu_tests aoti_kernels tiny cpp}
 want() { [[ " $STAGES " == *" $1 "* ]]; }
 stage() { echo "=== [$((SECONDS - T0)) s] $*" | tee -a "$OUT/summary.txt"; }
 save_logs() { tar -czf "$OUT/logs.tar.gz" -C /tmp logs 2> /dev/null; }
@@ -55,8 +58,8 @@ python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . > "$LOG
   || { ln -sfn ../kernels mp_deploy/kernels; ln -sfn ../export mp_deploy/export; export PYTHONPATH=/tmp/site:$PWD; }
 python3 -c "import torch, triton, mp_deploy.kernels, mp_deploy.export; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())" >> "$OUT/summary.txt" 2>&1
 ART=/tmp/artifacts
-# crash reports with the native stack (the AOTInductor loads that crashed on torch 2.11 printed only Python's)
-gcc -shared -fPIC -O1 -o /tmp/segv_backtrace.so benchmarks/segv_backtrace.c >> "$OUT/summary.txt" 2>&1 \
+# crash reports with the native stack (faulthandler prints only the Python frames)
+gcc -shared -fPIC -O1 -o /tmp/segv_backtrace.so tools/segv_backtrace.c >> "$OUT/summary.txt" 2>&1 \
   && NATIVE_STACK="env LD_PRELOAD=/tmp/segv_backtrace.so" || NATIVE_STACK=""
 
 # background 1 (export issue): the full SD-1.5-size depth model (seeded weights) -> AOTInductor CUDA fp16
@@ -64,11 +67,11 @@ gcc -shared -fPIC -O1 -o /tmp/segv_backtrace.so benchmarks/segv_backtrace.c >> "
 # default): their own AOTInductor check is stage 4.
 if want full; then
   stage "build_engine (background): full-size depth -> AOTInductor CUDA fp16"
-  timeout 370 python3 export/build_engine.py --task depth --size sd15 --backend aoti --precision fp16 \
+  timeout 370 python3 export/build_engine.py --task depth --model-size sd15 --backend aoti --precision fp16 \
     --height 480 --width 480 --out-dir "$ART" --runs 20 > "$LOGS/build_engine.log" 2>&1 &
   BUILD_PID=$!
 fi
-if want cpp_tiny; then  # the bundled tiny default at its 480 x 480 window: a CUDA package in about a minute
+if want tiny; then  # the bundled tiny default at its 480 x 480 window: a CUDA package in about a minute
   stage "build_engine (background): tiny depth -> AOTInductor CUDA fp16"
   timeout 240 python3 export/build_engine.py --task depth --backend aoti --precision fp16 --out-dir "$ART" \
     > "$LOGS/build_engine_tiny.log" 2>&1 &
@@ -76,12 +79,13 @@ if want cpp_tiny; then  # the bundled tiny default at its 480 x 480 window: a CU
 fi
 
 # background 2 (C++ issue): mp_infer against this machine's libtorch; libpng/libjpeg/json from .debs
-if (want cpp || want cpp_tiny) && ls .debs/*.deb > /dev/null 2>&1; then
+if want cpp && ls .debs/*.deb > /dev/null 2>&1; then
   # not on LD_LIBRARY_PATH: Python must keep its own libraries; mp_infer finds these by its build RPATH
   mkdir -p /tmp/debroot && for f in .debs/*.deb; do dpkg -x "$f" /tmp/debroot; done
+  export CMAKE_PREFIX_PATH=/tmp/debroot/usr  # read by CMake here and when tests/test_cpp.py reconfigures
 fi
-(want cpp || want cpp_tiny) && ( timeout 300 nice -n 19 cmake -S . -B /tmp/cppbuild -G Ninja \
-    -DCMAKE_PREFIX_PATH="$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)');/tmp/debroot/usr" \
+want cpp && ( timeout 300 nice -n 19 cmake -S . -B /tmp/cppbuild -G Ninja \
+    -DCMAKE_PREFIX_PATH="$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')" \
   && timeout 300 nice -n 19 cmake --build /tmp/cppbuild -j4 ) > "$LOGS/cpp_build.log" 2>&1 &
 CPP_PID=$!
 
@@ -107,32 +111,26 @@ want kernel_aoti && run 150 kernel_aoti $NATIVE_STACK python3 -m pytest tests/te
   -o addopts="" -m gpu -k "aoti_package"
 
 # 4. which kernel features such packages survive: small variants built in parallel, each loaded apart
-want aoti_kernels && run 200 aoti_kernels $NATIVE_STACK python3 benchmarks/aoti_kernels.py --timeout 150 \
+want aoti_kernels && run 200 aoti_kernels $NATIVE_STACK python3 tools/aoti_kernels.py --timeout 150 \
   --out "$OUT/aoti_kernels.json" --keep-dir "$LOGS/aoti_packages"
 
 if want full; then
   stage "waiting for build_engine"
   wait "$BUILD_PID"; finish build_engine $?
   # 5. latency, same run: eager fp16, its CUDA graph and the package, batch 1, per stage
-  run 100 latency python3 benchmarks/latency.py --task depth --model-size sd15 --size 480x480 --batch 1 \
-    --backends eager-fp16,cudagraph-fp16,aoti --no-kernels --iters 20 --artifacts "$ART" --out-dir "$OUT"
+  run 100 latency python3 benchmarks/latency.py --task depth --model-size sd15 --height 480 --width 480 \
+    --batches 1 --backends eager-fp16,cudagraph-fp16,aoti --no-kernels --runs 20 --artifacts "$ART" --out-dir "$OUT"
 fi
-if want cpp_tiny; then
+if want tiny; then
   stage "waiting for the tiny build"
   wait "$TINY_PID"; finish build_engine_tiny $?
 fi
 
-# 6. C++: mp_infer (built in the background) on the CUDA package, compared with the Python runtime
-#    (each side loads the package: about a minute apiece for the full model's 1.8 GB)
-if want cpp || want cpp_tiny; then
+# 6. C++: mp_infer (built in the background) against the Python runtime on a CUDA package the test builds
+if want cpp; then
   stage "waiting for the C++ build"; wait "$CPP_PID"; finish cpp_build $?
-  PT2=$(ls -S "$ART"/*-cuda.pt2 2> /dev/null | head -1)
-  if [ -n "$PT2" ]; then
-    run 150 cpp_parity $NATIVE_STACK python3 benchmarks/cpp_parity.py --engine "$PT2" \
-      --mp-infer /tmp/cppbuild/cpp/mp_infer
-  else
-    stage "cpp_parity skipped: no CUDA package was built"
-  fi
+  run 240 cpp_parity env MP_CPP_BUILD_DIR=/tmp/cppbuild $NATIVE_STACK python3 -m pytest tests/test_cpp.py -q \
+    -p no:cacheprovider -o addopts="" -rs -m gpu
 fi
 stage "done"
 save_logs

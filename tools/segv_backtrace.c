@@ -1,6 +1,6 @@
 /* LD_PRELOAD helper for crash reports on the GPU machine: on SIGSEGV/SIGBUS/SIGABRT print the native stack
  * (glibc backtrace: library + exported symbol + offset) to stderr, then die of the same signal.
- *   gcc -shared -fPIC -O1 -o /tmp/segv_backtrace.so benchmarks/segv_backtrace.c
+ *   gcc -shared -fPIC -O1 -o /tmp/segv_backtrace.so tools/segv_backtrace.c
  *   LD_PRELOAD=/tmp/segv_backtrace.so python3 ...
  * Python's faulthandler, when enabled, prints the Python frames first and then re-raises into this handler. */
 #include <execinfo.h>

@@ -1,6 +1,6 @@
 """Which AOTInductor CUDA packages with our Triton kernels inside load and run on this machine (needs CUDA).
 
-    python benchmarks/aoti_kernels.py [--only NAME,...] [--jobs 6]
+    python tools/aoti_kernels.py [--only NAME,...] [--jobs 6]
 
 Small models, one kernel feature each, are exported and compiled in parallel worker processes, then each
 package is loaded and run in fresh processes (a crash there is reported with its signal, not fatal here) and
@@ -9,8 +9,9 @@ inputs, as a deployment does), `warm` (CUDA, cuBLAS, Triton and our ops initiali
 that built it) and `indexed` (warm, and the device index passed to the loader, as mp_deploy.Engine and the C++
 runtime do). `inductor_only` has no user kernel: the control. Prints one line per variant and load mode, and
 what each package holds (kernel binaries; a .json would mean an op left to the proxy executor).
-Packages are built with AOT_INDUCTOR_DEBUG_SYMBOLS=1; run under LD_PRELOAD=<benchmarks/segv_backtrace.c built
-as a .so> and a crash also shows its native stack, with the package's own function names.
+Packages are built with AOT_INDUCTOR_DEBUG_SYMBOLS=1; run under LD_PRELOAD=<tools/segv_backtrace.c built
+as a .so> and a crash also shows its native stack, with the package's own function names. A crash diagnostic,
+not a benchmark: what it found is in docs/performance.md.
 """
 from __future__ import annotations
 
@@ -219,7 +220,7 @@ def main() -> int:
             run(name, Path(workdir), mode)
         return 0
     if not torch.cuda.is_available():
-        sys.exit("benchmarks/aoti_kernels.py needs a CUDA GPU")
+        sys.exit("tools/aoti_kernels.py needs a CUDA GPU")
     names = a.only.split(",") if a.only else list(VARIANTS)
     workdir = Path(tempfile.mkdtemp(prefix="aoti_kernels_"))
 
