@@ -17,3 +17,12 @@ class UserError(MpDeployError):
 
 class UsageError(UserError, ValueError):
     """A command-line or API argument that cannot be used (unknown name, bad range, missing path)."""
+
+
+class BuildError(MpDeployError):
+    """An export step failed (a backend could not build or check an artifact)."""
+
+
+class DataError(UserError):
+    """A data file that cannot be used (unreadable, wrong size or layout, nothing valid in it); the message
+    names the file and the cause."""
