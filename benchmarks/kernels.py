@@ -1,8 +1,8 @@
 """Eager PyTorch vs the Triton kernels at the model's real shapes (needs a CUDA GPU).
 
-    python benchmarks/kernels.py [--out PATH] [--reps 100] [--warmup 10]
+    python benchmarks/kernels.py [--out-dir benchmarks/results] [--runs 100] [--warmup 10]
 
-Per kernel and shape, median microseconds of `reps` timed runs of:
+Per kernel and shape, median microseconds of `runs` timed runs (mp_deploy.timing, the one timing harness) of:
 - device: one call captured in a CUDA graph and replayed, L2 flushed before each replay (these kernels are
   memory-bound and the inputs would otherwise stay in the 50 MB L2). This is the GPU time, as inside the
   AOTInductor / TensorRT / CUDA-graph runtimes; the speed-up and GB/s columns use it.
@@ -16,21 +16,21 @@ grid leave of the bandwidth at that size.
 Sweeps: the fused rearrangement's launch configurations on the depth neck (and its statistics pass alone,
 against eager group_norm), then the fastest of each together; its single launch (`single`, `+` = its default)
 on every shape and swept on the neck; GroupNorm's fused and split paths (`*` = the default).
-Prints a table and writes JSON (default benchmarks/results/kernels-<gpu>-<date>.json).
+Prints a table and writes <out-dir>/kernels-<gpu>-<date>.json and .csv.
 """
 import argparse
 import datetime
-import json
-import re
-import statistics
 import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-FLUSH_BYTES = 256 << 20  # > L2 of any current GPU
-COPY_BYTES = 1 << 30  # bytes moved by the copy ceiling (512 MiB read, 512 MiB written): far past L2
+from mp_deploy.timing import call_us, copy_ceiling, device_us, flush_buffer, size_copy_gbps, write_results
+from mp_deploy.util import slug
+
+CSV_FIELDS = ["kernel", "shape", "dtype", "eager_us", "triton_us", "speedup", "bytes", "triton_gbps", "eager_gbps",
+              "eager_call_us", "triton_call_us", "size_copy_gbps", "copy_fraction", "max_abs_diff"]
 
 # (name, x shape, prompts): the depth neck (stride 8) and the 4 segmentation levels (ADE20K 512 x 512)
 NORM_RELU_REARRANGE_SHAPES = [
@@ -56,57 +56,6 @@ STATS_CONFIGS = [(512, 1024, 4, 1), (1024, 1024, 4, 3), (512, 2048, 8, 3), (512,
 GROUP_NORM_SHAPES = [(1, 320, 64, 64), (1, 640, 64, 64), (1, 1280, 64, 64), (1, 640, 32, 32),
                      (1, 1280, 32, 32), (1, 1280, 16, 16), (1, 2560, 8, 8), (8, 320, 64, 64), (8, 1280, 16, 16)]
 DTYPE = torch.float16
-
-
-def device_us(fn, reps: int, warmup: int, flush: torch.Tensor) -> float:
-    """Median GPU microseconds of fn, replayed from a CUDA graph with L2 flushed before each replay. The
-    flush also keeps the GPU busy while the CPU launches the replay, so no host time is counted."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(warmup):  # compiles the kernels and settles the allocator before capture
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return _median_us(graph.replay, reps, flush)
-
-
-def call_us(fn, reps: int, warmup: int, flush: torch.Tensor) -> float:
-    """Median microseconds of a plain call of fn: host dispatch and launch included when they dominate."""
-    for _ in range(warmup):
-        fn()
-    return _median_us(fn, reps, flush, flush_bytes=1 << 20)
-
-
-def _median_us(fn, reps: int, flush: torch.Tensor, flush_bytes: int | None = None) -> float:
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-    part = flush if flush_bytes is None else flush[:flush_bytes]
-    torch.cuda.synchronize()
-    for start, end in zip(starts, ends):
-        part.zero_()
-        start.record()
-        fn()
-        end.record()
-    torch.cuda.synchronize()
-    return 1000 * statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
-
-
-def copy_gbps(moved: int, reps: int, warmup: int, flush: torch.Tensor, graph: bool = True) -> float:
-    """Copy bandwidth (read + written bytes over time) of a copy moving `moved` bytes: an elementwise kernel
-    replayed from a CUDA graph (as our kernels are timed), or with graph=False a plain eager `copy_` (the
-    ceiling: in a graph a memcpy node measured only 2.7 TB/s on an H200, against 4.2 TB/s eager)."""
-    src = torch.empty(max(moved // 4, 1), dtype=DTYPE, device="cuda").normal_()
-    dst = torch.empty_like(src)
-    if graph:
-        us = device_us(lambda: torch.mul(src, 1, out=dst), reps, warmup, flush)
-    else:
-        for _ in range(warmup):
-            dst.copy_(src)
-        us = _median_us(lambda: dst.copy_(src), reps, flush)
-    return 2 * src.numel() * src.element_size() / us / 1e3
 
 
 def nbytes(*tensors) -> int:
@@ -222,36 +171,36 @@ def _row(kernel, shape, eager, triton, inputs, args, flush, compare: bool = True
     out = triton()
     want = eager()
     moved = nbytes(*inputs, out)
-    eager_us = device_us(eager, args.reps, args.warmup, flush)
-    triton_us = device_us(triton, args.reps, args.warmup, flush)
+    eager_us = device_us(eager, args.runs, args.warmup, flush)
+    triton_us = device_us(triton, args.runs, args.warmup, flush)
     return {"kernel": kernel, "shape": shape, "dtype": str(DTYPE).replace("torch.", ""), "eager_us": eager_us,
             "triton_us": triton_us, "speedup": eager_us / triton_us, "bytes": moved,
             "triton_gbps": moved / triton_us / 1e3, "eager_gbps": moved / eager_us / 1e3,
-            "eager_call_us": call_us(eager, args.reps, args.warmup, flush),
-            "triton_call_us": call_us(triton, args.reps, args.warmup, flush),
-            "size_copy_gbps": copy_gbps(moved, args.reps, args.warmup, flush),
+            "eager_call_us": call_us(eager, args.runs, args.warmup, flush),
+            "triton_call_us": call_us(triton, args.runs, args.warmup, flush),
+            "size_copy_gbps": size_copy_gbps(moved, args.runs, args.warmup, flush, DTYPE),
             "max_abs_diff": (out.float() - want.float()).abs().max().item() if compare else float("nan")}
 
 
-def print_table(rows, copy: float) -> None:
+def print_table(rows, copy: dict) -> None:
     header = (f"| {'kernel':<19} | {'shape':<58} | {'eager us':>8} | {'triton us':>9} | {'speed-up':>8} | "
               f"{'GB/s':>6} | {'% of copy':>9} | {'% size copy':>11} | {'call us e/t':>13} | {'max diff':>8} |")
     print(header)
     print("|" + "|".join("-" * (len(col)) for col in header.split("|")[1:-1]) + "|")
     for r in rows:
         print(f"| {r['kernel']:<19} | {r['shape']:<58} | {r['eager_us']:>8.1f} | {r['triton_us']:>9.1f} | "
-              f"{r['speedup']:>7.2f}x | {r['triton_gbps']:>6.0f} | {100 * r['triton_gbps'] / copy:>8.0f}% | "
+              f"{r['speedup']:>7.2f}x | {r['triton_gbps']:>6.0f} | {100 * r['copy_fraction']:>8.0f}% | "
               f"{100 * r['triton_gbps'] / r['size_copy_gbps']:>10.0f}% | "
               f"{r['eager_call_us']:>6.0f}/{r['triton_call_us']:<6.0f} | {r['max_abs_diff']:>8.1e} |")
-    print(f"\ncopy ceiling (device-to-device, moving {COPY_BYTES >> 20} MiB): {copy:.0f} GB/s; times are GPU time "
+    print(f"\ncopy ceiling ({copy['what']}, eager): {copy['gbps']:.0f} GB/s; times are GPU time "
           "from CUDA graph replays (L2 flushed); `call us` is the eager Python call (eager / triton); "
           "* = default path")
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, help="JSON path (default benchmarks/results/kernels-<gpu>-<date>.json)")
-    parser.add_argument("--reps", type=int, default=100)
+    parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"), help="results folder")
+    parser.add_argument("--runs", type=int, default=100, help="timed runs per measurement")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--no-single-launch", dest="single_launch", action="store_false",
                         help="skip the single-launch rows (the GPU script sets it when check_single_launch failed)")
@@ -261,32 +210,34 @@ def main() -> None:
                              "never opens hangs)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
-        sys.exit("benchmarks/kernels.py needs a CUDA GPU (the Triton kernels and CUDA-event timing); none found")
+        print("benchmarks/kernels.py needs a CUDA GPU (the Triton kernels and CUDA-event timing); none found",
+              file=sys.stderr)
+        return 2
     import triton
 
     import mp_deploy.kernels  # noqa: F401  (registers torch.ops.mp_deploy.*)
 
     if args.check_single_launch:
-        sys.exit(check_single_launch())
+        return check_single_launch()
 
-    flush = torch.empty(FLUSH_BYTES, dtype=torch.uint8, device="cuda")
+    flush = flush_buffer()
     gen = torch.Generator(device="cuda").manual_seed(0)
-    copy = copy_gbps(COPY_BYTES, args.reps, args.warmup, flush, graph=False)
+    copy = copy_ceiling("cuda")
     rows = bench_norm_relu_rearrange(args, flush, gen) + bench_group_norm_act(args, flush, gen)
     for r in rows:
-        r["copy_fraction"] = r["triton_gbps"] / copy
+        r["copy_fraction"] = r["triton_gbps"] / copy["gbps"]
     print_table(rows, copy)
 
     gpu = torch.cuda.get_device_name()
     now = datetime.datetime.now(datetime.timezone.utc)
-    out = args.out or Path(__file__).parent / "results" / (
-        f"kernels-{re.sub(r'[^A-Za-z0-9]+', '-', gpu).strip('-').lower()}-{now:%Y-%m-%d}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"gpu": gpu, "torch": torch.__version__, "triton": triton.__version__,
-                               "cuda": torch.version.cuda, "date": now.isoformat(timespec="seconds"),
-                               "reps": args.reps, "warmup": args.warmup, "copy_gbps": copy, "rows": rows}, indent=2))
-    print(f"wrote {out}")
+    meta = {"gpu": gpu, "torch": torch.__version__, "triton": triton.__version__, "cuda": torch.version.cuda,
+            "date": now.isoformat(timespec="seconds"), "runs": args.runs, "warmup": args.warmup,
+            "copy_gbps": copy["gbps"]}
+    stem = write_results(args.out_dir / f"kernels-{slug(gpu)}-{now:%Y-%m-%d}", meta, rows, CSV_FIELDS,
+                         {"gpu": gpu, "date": meta["date"]})
+    print(f"wrote {stem}.json and .csv: {len(rows)} kernel rows")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

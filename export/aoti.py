@@ -9,8 +9,10 @@ from pathlib import Path
 
 import torch
 
+import mp_deploy.kernels  # noqa: F401  (registers the kernels that ops.use_kernels switches on)
 from mp_deploy import ops
-from mp_deploy.checkpoints import atomic_write
+from mp_deploy.artifacts import embed_contract_pt2
+from mp_deploy.util import atomic_write
 
 
 # The full model unrolls three UNet passes into one graph: keep Inductor from compiling and benchmarking
@@ -19,8 +21,9 @@ CUDA_CONFIGS = {"triton.autotune_pointwise": False}
 
 
 def export_aoti(network, path: Path, program: torch.export.ExportedProgram | None = None,
-                kernels: bool | None = None) -> None:
-    """Compile `network` (TaskNetwork) to an AOTInductor package at `path`, atomically."""
+                kernels: bool | None = None, contract: dict | None = None) -> None:
+    """Compile `network` (TaskNetwork) to an AOTInductor package at `path`, atomically, with `contract` (the
+    artifact's, mp_deploy.artifacts) embedded in it."""
     kernels = network.device == "cuda" if kernels is None else kernels
     if program is None or kernels:
         with ops.use_kernels(kernels):
@@ -29,6 +32,8 @@ def export_aoti(network, path: Path, program: torch.export.ExportedProgram | Non
 
     def write(tmp):
         torch._inductor.aoti_compile_and_package(program, package_path=tmp, inductor_configs=configs)
+        if contract is not None:
+            embed_contract_pt2(tmp, contract)
 
     atomic_write(Path(path), write)
     print(f"  slowest compile phases: {slowest_phases()}", flush=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -37,6 +38,8 @@ from mp_deploy.timing import median_ms
 from mp_deploy.util import inside, sha256_file, tf32_off
 
 TOLERANCE = {"fp32": 1e-4, "fp16": 5e-3}
+PARITY_AGAINST = ("relative L2 of the task output against eager fp32 (TF32 off), worst of two fresh random "
+                  "inputs at the opt and min shapes")
 DEFAULT_SEED = 0
 BACKENDS = ("auto", "tensorrt", "aoti", "onnx", "torch-tensorrt", "all")
 PRECISIONS = ("auto", "fp16", "fp32")
@@ -250,8 +253,9 @@ def build(spec: BuildSpec) -> list[Artifact]:
                     log(f"{path.name}: up to date (same source and shapes), reused; --force rebuilds")
                 else:
                     with steps(f"building {path.name}"):
-                        extras = write_artifact(kind, network, path, spec)
-                        write_sidecar(path, sidecar_for(kind, backend, network, p, source, extras))
+                        sidecar = sidecar_for(kind, backend, network, p, source)
+                        sidecar.extra_files = write_artifact(kind, network, path, spec, sidecar.contract())
+                        write_sidecar(path, sidecar)
                 if kind == "onnx-trt":
                     continue  # an input of the TensorRT build; ONNX Runtime cannot run its plugin nodes
                 with steps(f"checking {path.name} against eager fp32"):
@@ -271,31 +275,33 @@ def output_path(folder: Path, name: str) -> Path:
         raise UsageError(f"artifact name {name!r}: {e}") from None
 
 
-def sidecar_for(kind: str, backend: str, network: TaskNetwork, p: Plan, source: dict, extras: list[str]) -> Sidecar:
+def sidecar_for(kind: str, backend: str, network: TaskNetwork, p: Plan, source: dict) -> Sidecar:
     device = "cuda" if kind in ("tensorrt", "torch-tensorrt") else (p.device if kind == "aoti" else "cpu")
     sidecar = Sidecar(task=network.task, preset=network.preset, size=network.size,
                       backend="onnx" if kind == "onnx-trt" else backend, device=device, precision=p.precision,
                       shapes=p.shapes.as_dict(), input=network.io[0], output=network.io[1], source=source,
-                      gpu=gpu_info(), extra_files=extras)
+                      gpu=gpu_info() if device == "cuda" else None)
     if kind == "onnx-trt":
         sidecar.output = dict(sidecar.output, onnx_flavour="tensorrt plugins")
     return sidecar
 
 
-def write_artifact(kind: str, network: TaskNetwork, path: Path, spec: BuildSpec) -> list[str]:
+def write_artifact(kind: str, network: TaskNetwork, path: Path, spec: BuildSpec, contract: dict) -> list[str]:
+    """Write the artifact with its contract embedded (a TensorRT plan cannot hold one) -> the extra files
+    written beside it."""
     if kind == "onnx":
-        return onnx_export.export_onnx(network, path, "standard")
+        return onnx_export.export_onnx(network, path, "standard", contract)
     if kind == "onnx-trt":
-        extras = onnx_export.export_onnx(network, path, "tensorrt")
+        extras = onnx_export.export_onnx(network, path, "tensorrt", contract)
         problems = tensorrt_graph_problems(onnx_export.load_checked(path))
         if problems:
             raise BuildError(f"{path.name} would not import into TensorRT: " + "; ".join(problems))
         return extras
     if kind == "aoti":
-        aoti.export_aoti(network, path, kernels=network.device == "cuda" and spec.kernels)
+        aoti.export_aoti(network, path, kernels=network.device == "cuda" and spec.kernels, contract=contract)
         return []
     if kind == "torch-tensorrt":
-        torch_tensorrt_build.build_package(network, path, optimization_level=spec.opt_level)
+        torch_tensorrt_build.build_package(network, path, optimization_level=spec.opt_level, contract=contract)
         return []
     if kind == "tensorrt":
         onnx_path = path.with_name(artifact_name(network, "onnx-trt", network.device))
@@ -306,12 +312,18 @@ def write_artifact(kind: str, network: TaskNetwork, path: Path, spec: BuildSpec)
 
 
 def validate(path: Path, reference, network: TaskNetwork, runs: int) -> Artifact:
+    """Parity against eager fp32 (recorded in the sidecar, with the rule it was held to) and latency here."""
     engine = Engine.load(path)  # verifies the sidecar and checksums once
     megabytes = (path.stat().st_size + sum(e["bytes"] for e in engine.meta["extra_files"])) / 2 ** 20
+    rule = TOLERANCE[network.precision]
     try:
-        rel, status = check_parity(engine.runner, reference, network, TOLERANCE[network.precision]), "ok"
+        rel, status = check_parity(engine.runner, reference, network, rule), "ok"
     except ParityError as e:
         rel, status = e.rel_l2, f"FAIL: {e}"
+    parity = {"rel_l2": rel if math.isfinite(rel) else None, "rule": rule, "ok": status == "ok",
+              "against": PARITY_AGAINST}
+    if engine.meta["parity"] != parity:
+        write_sidecar(path, Sidecar(**{**engine.meta, "parity": parity}))
     x = network.sample("opt").to(engine.device)
     ms = median_ms(lambda: engine.runner(x), runs, warmup=1, cuda=x.is_cuda)
     return Artifact(path, engine.meta["backend"], megabytes, rel, ms, status)

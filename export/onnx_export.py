@@ -16,7 +16,9 @@ from pathlib import Path
 import onnx
 import torch
 
+import mp_deploy.kernels  # noqa: F401  (registers the kernel that ops.use_kernels switches on)
 from mp_deploy import ops
+from mp_deploy.artifacts import ONNX_METADATA_KEY, contract_json
 
 OPSET = 20
 PLUGIN_DOMAIN = "trt.plugins"
@@ -57,14 +59,12 @@ def _plugin_translation():
         stats = group_stats(x, groups=groups, **common)
         return rearrange(x, stats, weight, bias, prompts, groups=groups, eps=eps, **common)
 
-    from mp_deploy import kernels  # noqa: F401  (registers the op)
-
     return {torch.ops.mp_deploy.norm_relu_rearrange.default: norm_relu_rearrange}
 
 
-def export_onnx(network, path: Path, flavour: str = "standard") -> list[str]:
-    """Export `network` (export.networks.TaskNetwork) to `path` atomically. Returns the extra files written
-    beside it (external data)."""
+def export_onnx(network, path: Path, flavour: str = "standard", contract: dict | None = None) -> list[str]:
+    """Export `network` (export.networks.TaskNetwork) to `path` atomically, with `contract` (the artifact's,
+    mp_deploy.artifacts) in its metadata. Returns the extra files written beside it (external data)."""
     if flavour not in ("standard", "tensorrt"):
         raise ValueError(f"ONNX flavour must be standard or tensorrt, got {flavour!r}")
     path = Path(path)
@@ -75,6 +75,8 @@ def export_onnx(network, path: Path, flavour: str = "standard") -> list[str]:
     onnx_program = torch.onnx.export(program, (network.trace_sample(),), dynamo=True, opset_version=OPSET,
                                      input_names=network.input_names, output_names=network.output_names,
                                      custom_translation_table=table, optimize=True, verify=False)
+    if contract is not None:
+        onnx_program.model.metadata_props[ONNX_METADATA_KEY] = contract_json(contract)
     big = sum(p.numel() * p.element_size() for p in network.model.parameters()) > TWO_GB * 0.9
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:

@@ -15,6 +15,7 @@ import torch
 
 import mp_deploy.kernels  # noqa: F401  (registers the kernel that ops.use_kernels switches on)
 from mp_deploy import ops
+from mp_deploy.artifacts import embed_contract_pt2
 from mp_deploy.errors import BuildError
 from mp_deploy.util import atomic_write
 
@@ -64,8 +65,9 @@ def register_converters() -> None:
     _converters_registered = True
 
 
-def build_package(network, path: Path, optimization_level: int = 3) -> None:
-    """Compile `network` (TaskNetwork, CUDA) with torch_tensorrt.dynamo and save an AOTInductor .pt2 at `path`."""
+def build_package(network, path: Path, optimization_level: int = 3, contract: dict | None = None) -> None:
+    """Compile `network` (TaskNetwork, CUDA) with torch_tensorrt.dynamo and save an AOTInductor .pt2 at `path`,
+    with `contract` (the artifact's, mp_deploy.artifacts) embedded in it."""
     if torch_tensorrt is None:
         raise BuildError("torch-tensorrt is not installed (pip install torch-tensorrt matching this torch, "
                            "on a machine with a CUDA GPU)")
@@ -86,5 +88,7 @@ def build_package(network, path: Path, optimization_level: int = 3) -> None:
 
     def write(tmp):
         torch_tensorrt.save(module, tmp, output_format="aot_inductor", arg_inputs=[sample], retrace=True, **extra)
+        if contract is not None:
+            embed_contract_pt2(tmp, contract)
 
     atomic_write(Path(path), write)

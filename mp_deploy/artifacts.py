@@ -1,13 +1,22 @@
-"""Artifact sidecars: every exported file `X` has `X.json` saying what it is and what it was built with.
+"""Artifact sidecars and contracts: every exported file `X` has `X.json` saying what it is and what it was built
+with, and carries its own contract inside (a `.pt2` archive entry, ONNX metadata).
 
-Loading checks the sidecar against the file (checksum) and this machine (GPU, TensorRT version) and refuses
-a mismatch with a message that says what differs.
+The contract is everything that decides how an artifact is fed and read: task, preset, shape ranges,
+normalisation, output names and scales, precision, plugin libraries with their sha256. Loading checks the
+sidecar against one schema (mp_deploy/artifact_schema.json, which the C++ library compiles in), against the
+file (size, checksum, external data, plugins) and, field by field, against the contract embedded in the
+artifact; then against this machine (GPU, TensorRT and torch versions). Any difference is an ArtifactError
+that names it. A TensorRT plan cannot hold the contract: its sidecar and checksum bind it, and its I/O
+tensor names are checked against the contract when it is loaded.
 """
 from __future__ import annotations
 
 import datetime
 import json
+import math
 import platform
+import re
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -17,12 +26,18 @@ from mp_deploy import __version__
 from mp_deploy.errors import UserError
 from mp_deploy.util import atomic_write, sha256_file
 
-FORMAT = "mp-deploy-artifact/1"
-BACKEND_SUFFIX = {"onnx": ".onnx", "aoti": ".pt2", "tensorrt": ".engine", "torch-tensorrt": ".pt2"}
+SCHEMA = json.loads((Path(__file__).parent / "artifact_schema.json").read_text())
+FORMAT = SCHEMA["format"]
+BACKEND_SUFFIX = SCHEMA["backend_suffix"]
+CONTRACT_FIELDS = tuple(SCHEMA["contract_fields"])
+CONTRACT_ENTRY = SCHEMA["contract_entry"]  # inside the .pt2 archive's root folder
+ONNX_METADATA_KEY = SCHEMA["onnx_metadata_key"]
+MAX_PIXELS = SCHEMA["max_pixels"]  # per image, checked before any conversion (Python and C++ alike)
+MAX_SIDECAR_BYTES = 1 << 20
 
 
 class ArtifactError(UserError, RuntimeError):
-    """An artifact that is missing, corrupt, or built for another machine or runtime."""
+    """An artifact that is missing, corrupt, inconsistent with its sidecar, or built for another machine."""
 
 
 def gpu_info(device=None) -> dict | None:
@@ -64,17 +79,30 @@ class Sidecar:
     input: dict  # name, layout, dtype, value range, colour order
     output: dict  # name, meaning, unit / scaling
     source: dict  # checkpoint path + sha256, or the seeded default
+    plugins: list = field(default_factory=list)  # plugin libraries beside the artifact: {"name", "sha256"}
     versions: dict = field(default_factory=runtime_versions)
     gpu: dict | None = None
     file_sha256: str = ""
     file_bytes: int = 0
     extra_files: list = field(default_factory=list)  # e.g. ONNX external data, checked too
-    parity: dict = field(default_factory=dict)
+    parity: dict = field(default_factory=dict)  # the measured error against eager fp32 and the rule it met
     created: str = field(default_factory=lambda: datetime.datetime.now(datetime.timezone.utc).isoformat())
     format: str = FORMAT
 
+    def contract(self) -> dict:
+        return contract_of(asdict(self))
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+
+def contract_of(meta: dict) -> dict:
+    """The fields of a sidecar that decide how the artifact is fed and read."""
+    return {k: meta[k] for k in CONTRACT_FIELDS}
+
+
+def contract_json(contract: dict) -> str:
+    return json.dumps(contract, sort_keys=True, separators=(",", ":"))
 
 
 def sidecar_path(path) -> Path:
@@ -100,8 +128,148 @@ def describe_io(task: str, preset: dict, precision: str) -> tuple[dict, dict]:
     return inp, out
 
 
+# ------------------------------------------------------------------ the schema
+
+def check_schema(node: dict, value, where: str) -> None:
+    """Raise ArtifactError naming `where` when value does not match the schema node (artifact_schema.json)."""
+    if value is None:
+        if node.get("nullable"):
+            return
+        raise ArtifactError(f"{where} must not be null")
+    kind = node["type"]
+    if kind == "any":
+        return
+    if kind == "string":
+        if not isinstance(value, str):
+            raise ArtifactError(f"{where} must be a string, got {type(value).__name__}")
+        if "enum" in node and value not in node["enum"]:
+            raise ArtifactError(f"{where} is {value!r}, not one of {', '.join(node['enum'])}")
+        if "pattern" in node and not re.fullmatch(node["pattern"], value):
+            raise ArtifactError(f"{where} {value!r} does not match {node['pattern']}")
+    elif kind in ("integer", "number"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind == "integer" and
+                                                                                not isinstance(value, int)):
+            raise ArtifactError(f"{where} must be {'an integer' if kind == 'integer' else 'a number'}, got {value!r}")
+        if not math.isfinite(value):
+            raise ArtifactError(f"{where} must be finite, got {value!r}")
+        if ("min" in node and value < node["min"]) or ("max" in node and value > node["max"]):
+            raise ArtifactError(f"{where} is {value!r}, outside [{node.get('min', '-inf')}, {node.get('max', 'inf')}]")
+    elif kind == "boolean":
+        if not isinstance(value, bool):
+            raise ArtifactError(f"{where} must be true or false, got {value!r}")
+    elif kind == "array":
+        if not isinstance(value, list):
+            raise ArtifactError(f"{where} must be a list, got {type(value).__name__}")
+        if "length" in node and len(value) != node["length"]:
+            raise ArtifactError(f"{where} must have {node['length']} items, got {len(value)}")
+        if "max_items" in node and len(value) > node["max_items"]:
+            raise ArtifactError(f"{where} has {len(value)} items, at most {node['max_items']} allowed")
+        for i, item in enumerate(value):
+            check_schema(node["items"], item, f"{where}[{i}]")
+    elif kind == "object":
+        if not isinstance(value, dict):
+            raise ArtifactError(f"{where} must be an object, got {type(value).__name__}")
+        missing = [k for k in node.get("required", []) if k not in value]
+        if missing:
+            raise ArtifactError(f"{where} lacks {', '.join(missing)}")
+        fields, additional = node.get("fields", {}), node.get("additional", False)
+        for k, v in value.items():
+            if k in fields:
+                check_schema(fields[k], v, f"{where}.{k}")
+            elif additional is False:
+                raise ArtifactError(f"{where} has an unknown field {k!r}")
+            else:
+                check_schema(additional, v, f"{where}.{k}")
+    else:  # a schema file this code does not understand
+        raise ArtifactError(f"schema node type {kind!r} at {where} is unknown")
+
+
+def check_consistency(meta: dict, where: str) -> None:
+    """What the schema cannot say: fields that must agree with each other."""
+    task = meta["task"]
+    if meta["preset"]["task"] != task:
+        raise ArtifactError(f"{where}: preset.task {meta['preset']['task']!r} differs from task {task!r}")
+    out = meta["output"]
+    if out["name"] != SCHEMA["output_names"][task] or out["kind"] != SCHEMA["output_kinds"][task]:
+        raise ArtifactError(f"{where}: output {out['name']!r} ({out['kind']}) is not a {task} output")
+    needed = {"depth": ("max_depth", "png16_scale"), "seg": ("num_classes",), "pose": ("num_keypoints",)}[task]
+    missing = [k for k in needed if k not in out]
+    if missing:
+        raise ArtifactError(f"{where}: a {task} output needs {', '.join(missing)}")
+    if meta["device"] == "cuda" and meta["gpu"] is None:
+        raise ArtifactError(f"{where}: a cuda artifact must name its gpu")
+    lo, hi = meta["input"]["range"]
+    if not lo < hi:
+        raise ArtifactError(f"{where}: input.range {meta['input']['range']} is empty")
+    shapes = meta["shapes"]
+    for name in ("batch", "height", "width"):
+        lo, opt, hi = shapes[name]
+        if not lo <= opt <= hi:
+            raise ArtifactError(f"{where}: shapes.{name} {shapes[name]} is not min <= opt <= max")
+        if name != "batch" and lo != hi and any(v % shapes["multiple_of"] for v in (lo, opt, hi)):
+            raise ArtifactError(f"{where}: dynamic shapes.{name} {shapes[name]} must be multiples of "
+                                f"{shapes['multiple_of']}")
+
+
+def check_sidecar(meta, where: str) -> dict:
+    """Schema and consistency of a sidecar read from a file."""
+    check_schema(SCHEMA["sidecar"], meta, where)
+    check_consistency(meta, where)
+    return meta
+
+
+# ------------------------------------------------------------------ the contract inside the artifact
+
+def embed_contract_pt2(package: str | Path, contract: dict) -> None:
+    """Add the contract to an AOTInductor / torch-tensorrt `.pt2` archive (a zip), as an entry of its root
+    folder's extra/ files, which the loaders ignore."""
+    with zipfile.ZipFile(package, "a") as z:
+        root = z.namelist()[0].split("/", 1)[0]
+        z.writestr(f"{root}/{CONTRACT_ENTRY}", contract_json(contract), compress_type=zipfile.ZIP_STORED)
+
+
+def embedded_contract(artifact: Path, backend: str) -> dict | None:
+    """The contract stored inside the artifact (None for a TensorRT plan, which cannot hold one)."""
+    try:
+        if backend in ("aoti", "torch-tensorrt"):
+            with zipfile.ZipFile(artifact) as z:
+                names = [n for n in z.namelist() if n.split("/", 1)[-1] == CONTRACT_ENTRY]
+                if len(names) != 1:
+                    raise ArtifactError(f"{artifact} holds no contract ({CONTRACT_ENTRY}): not built by mp-deploy "
+                                        "build, or altered")
+                text = z.read(names[0])
+        elif backend == "onnx":
+            import onnx
+
+            props = {p.key: p.value for p in onnx.load(str(artifact), load_external_data=False).metadata_props}
+            if ONNX_METADATA_KEY not in props:
+                raise ArtifactError(f"{artifact} holds no contract (metadata {ONNX_METADATA_KEY!r}): not built by "
+                                    "mp-deploy build, or altered")
+            text = props[ONNX_METADATA_KEY]
+        else:
+            return None
+        contract = json.loads(text)
+    except ArtifactError:
+        raise
+    except Exception as e:  # a corrupt zip or protobuf, bad JSON inside
+        raise ArtifactError(f"cannot read the contract inside {artifact}: {type(e).__name__}: {e}") from e
+    if not isinstance(contract, dict) or sorted(contract) != sorted(CONTRACT_FIELDS):
+        raise ArtifactError(f"the contract inside {artifact} does not have the fields {', '.join(CONTRACT_FIELDS)}")
+    return contract
+
+
+def compare_contracts(sidecar: dict, embedded: dict, artifact: Path) -> None:
+    for name in CONTRACT_FIELDS:
+        if json.dumps(sidecar[name], sort_keys=True) != json.dumps(embedded[name], sort_keys=True):
+            raise ArtifactError(f"{artifact}: sidecar field {name!r} differs from the contract inside the artifact "
+                                f"({json.dumps(sidecar[name])[:120]} vs {json.dumps(embedded[name])[:120]})")
+
+
+# ------------------------------------------------------------------ writing and reading
+
 def write_sidecar(artifact: Path, sidecar: Sidecar) -> None:
-    """Fill in the checksums of the finished artifact and write its sidecar atomically."""
+    """Fill in the checksums of the finished artifact (and of its extra files and plugins) and write its sidecar
+    atomically."""
     artifact = Path(artifact)
     sidecar.file_sha256 = sha256_file(artifact)
     sidecar.file_bytes = artifact.stat().st_size
@@ -109,7 +277,29 @@ def write_sidecar(artifact: Path, sidecar: Sidecar) -> None:
                             "bytes": (artifact.parent / name).stat().st_size}
                            for name in (f["name"] if isinstance(f, dict) else f for f in sidecar.extra_files)]
     text = sidecar.to_json()
+    check_sidecar(json.loads(text), sidecar_path(artifact).name)  # never write what loading would refuse
     atomic_write(sidecar_path(artifact), lambda tmp: Path(tmp).write_text(text))
+
+
+def _read_json(side: Path):
+    if side.stat().st_size > MAX_SIDECAR_BYTES:
+        raise ArtifactError(f"sidecar {side} is {side.stat().st_size} bytes: too large to be a sidecar")
+    try:
+        return json.loads(side.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ArtifactError(f"sidecar {side} is not UTF-8 text: {e}") from e
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise ArtifactError(f"sidecar {side} is not valid JSON: {e}") from e
+
+
+def _check_file(path: Path, sha256: str, size: int | None, what: str) -> None:
+    if not path.is_file():
+        raise ArtifactError(f"{path} ({what}) is missing")
+    if size is not None and path.stat().st_size != size:
+        raise ArtifactError(f"{path} ({what}) is {path.stat().st_size} bytes, sidecar says {size}: truncated or "
+                            "replaced")
+    if sha256_file(path) != sha256:
+        raise ArtifactError(f"{path} ({what}) does not match the checksum in its sidecar: corrupted or replaced")
 
 
 def read_sidecar(artifact, check_machine: bool = True) -> dict:
@@ -119,26 +309,25 @@ def read_sidecar(artifact, check_machine: bool = True) -> dict:
         raise ArtifactError(f"artifact not found: {artifact}")
     side = sidecar_path(artifact)
     if not side.is_file():
-        raise ArtifactError(f"{artifact} has no sidecar {side.name}: re-export it with export/build_engine.py")
-    try:
-        meta = json.loads(side.read_text())
-    except json.JSONDecodeError as e:
-        raise ArtifactError(f"sidecar {side} is not valid JSON: {e}") from e
-    if meta.get("format") != FORMAT:
-        raise ArtifactError(f"sidecar {side} has format {meta.get('format')!r}, expected {FORMAT!r}")
-    expected_suffix = BACKEND_SUFFIX.get(meta.get("backend"))
-    if expected_suffix != artifact.suffix:
-        raise ArtifactError(f"{artifact.name}: sidecar says backend {meta.get('backend')!r} "
-                            f"({expected_suffix}), file is {artifact.suffix}")
-    size = artifact.stat().st_size
-    if size != meta["file_bytes"]:
-        raise ArtifactError(f"{artifact} is {size} bytes, sidecar says {meta['file_bytes']}: truncated or replaced")
-    if sha256_file(artifact) != meta["file_sha256"]:
-        raise ArtifactError(f"{artifact} does not match the checksum in its sidecar: corrupted or replaced")
-    for extra in meta.get("extra_files", []):
-        p = artifact.parent / extra["name"]
-        if not p.is_file() or sha256_file(p) != extra["sha256"]:
-            raise ArtifactError(f"{p} (external data of {artifact.name}) is missing or does not match its checksum")
+        raise ArtifactError(f"{artifact} has no sidecar {side.name}: re-export it with `mp-deploy build`")
+    meta = _read_json(side)
+    if isinstance(meta, dict) and meta.get("format") != FORMAT:
+        raise ArtifactError(f"sidecar {side} has format {meta.get('format')!r}, expected {FORMAT!r}: re-export it "
+                            "with `mp-deploy build`")
+    check_sidecar(meta, f"sidecar {side.name}")
+    if BACKEND_SUFFIX[meta["backend"]] != artifact.suffix:
+        raise ArtifactError(f"{artifact.name}: sidecar says backend {meta['backend']!r} "
+                            f"({BACKEND_SUFFIX[meta['backend']]}), file is {artifact.suffix}")
+    _check_file(artifact, meta["file_sha256"], meta["file_bytes"], "the artifact")
+    for extra in meta["extra_files"]:  # names are plain file names (schema): always beside the artifact
+        _check_file(artifact.parent / extra["name"], extra["sha256"], extra["bytes"], f"external data of {artifact.name}")
+    for plugin in meta["plugins"]:
+        _check_file(artifact.parent / plugin["name"], plugin["sha256"], None, f"plugin library of {artifact.name}")
+    embedded = embedded_contract(artifact, meta["backend"])
+    if embedded is not None:
+        check_schema({"type": "object", "fields": SCHEMA["sidecar"]["fields"], "additional": False}, embedded,
+                     f"contract inside {artifact.name}")
+        compare_contracts(meta, embedded, artifact)
     if check_machine:
         check_machine_matches(meta, artifact)
     return meta
@@ -165,8 +354,9 @@ def check_machine_matches(meta: dict, artifact) -> None:
             raise ArtifactError(f"{artifact} was built with TensorRT {built}, this machine has TensorRT {here}: "
                                 "engines do not carry across versions, rebuild it")
     if meta["backend"] in ("aoti", "torch-tensorrt"):
-        built = meta["versions"]["torch"].split("+")[0].rsplit(".", 1)[0]
+        built_torch = meta["versions"].get("torch") or "unknown"
+        built = built_torch.split("+")[0].rsplit(".", 1)[0]
         here = torch.__version__.split("+")[0].rsplit(".", 1)[0]
         if built != here:
-            raise ArtifactError(f"{artifact} is an AOTInductor package from torch {meta['versions']['torch']}, "
+            raise ArtifactError(f"{artifact} is an AOTInductor package from torch {built_torch}, "
                                 f"this is torch {torch.__version__}: re-export it with this torch")

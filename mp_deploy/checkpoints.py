@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -18,7 +19,7 @@ from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, con
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from mp_deploy.configs import Preset, get_preset, get_size, preset_from_dict, preset_to_dict
+from mp_deploy.configs import DEFAULT_PRESET, Preset, get_preset, get_size, preset_from_dict, preset_to_dict
 from mp_deploy.errors import UserError
 from mp_deploy.models import MetaPromptsModel, build_model
 from mp_deploy.util import atomic_write
@@ -34,22 +35,34 @@ class CheckpointError(UserError, ValueError):
 
 # ---------------------------------------------------------------- files
 
+def safetensors_metadata(path: str | os.PathLike) -> dict:
+    """The string metadata of a .safetensors file (CheckpointError when it cannot be read)."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            return f.metadata() or {}
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint not found: {path}") from None
+    except Exception as e:  # SafetensorError, OSError, and whatever a garbage header raises
+        raise CheckpointError(f"cannot read checkpoint {path} (truncated or corrupt?): {type(e).__name__}: {e}") from e
+
+
 def read_state_dict(path: str | os.PathLike) -> tuple[dict, dict]:
-    """-> (flat state dict, metadata). Reads .safetensors or torch files (weights_only), unwrapping
-    {'model': ...} (official depth) and {'state_dict': ...} (mmcv / official seg, SD .ckpt)."""
+    """-> (flat state dict, metadata). Reads .safetensors or torch files (weights_only: no pickled code runs),
+    unwrapping {'model': ...} (official depth) and {'state_dict': ...} (mmcv / official seg, SD .ckpt)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         if path.suffix == ".safetensors":
-            with safe_open(str(path), "pt") as f:
-                meta = f.metadata() or {}
-            return load_file(str(path)), meta
+            return load_file(str(path)), safetensors_metadata(path)
         obj = torch.load(path, map_location="cpu", weights_only=True)
+    except CheckpointError:
+        raise
     except (SafetensorError, RuntimeError, EOFError, OSError, ValueError) as e:
         raise CheckpointError(f"cannot read checkpoint {path} (truncated or corrupt?): {e}") from e
     except Exception as e:  # pickle.UnpicklingError and friends
-        raise CheckpointError(f"cannot read checkpoint {path} (truncated, corrupt or not a torch file?): {e}") from e
+        raise CheckpointError(f"cannot read checkpoint {path} (truncated, corrupt or not a torch file?): "
+                              f"{type(e).__name__}: {e}") from e
     meta = {}
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]
@@ -103,9 +116,18 @@ def _materialize(model: torch.nn.Module) -> None:
 
 
 def load_into(model: MetaPromptsModel, state: dict, allow_missing=(), source: str = "checkpoint") -> MetaPromptsModel:
-    """Strict load (assign=True, so a meta-device model takes the tensors without a copy)."""
-    expected = {k: v.shape for k, v in model.state_dict().items()}
-    check_keys(expected, state, allow_missing, source)
+    """Strict load (assign=True, so a meta-device model takes the tensors without a copy). Floating-point
+    tensors of another precision (fp16/bf16 files) are cast to the model's; NaN or inf weights are refused."""
+    own = model.state_dict()
+    check_keys({k: v.shape for k, v in own.items()}, state, allow_missing, source)
+    kinds = [f"{k}: {v.dtype} in file, {own[k].dtype} in model" for k, v in state.items()
+             if v.is_floating_point() != own[k].is_floating_point()]
+    if kinds:
+        raise CheckpointError(f"{source}: {len(kinds)} tensor(s) of the wrong kind: {_describe(kinds)}")
+    state = {k: v.to(own[k].dtype) if v.dtype != own[k].dtype else v for k, v in state.items()}
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{source}: {len(bad)} tensor(s) hold NaN or inf: {_describe(bad)}")
     model.load_state_dict(state, strict=False, assign=True)
     _materialize(model)
     return model.eval()
@@ -320,7 +342,7 @@ def ours_to_official(model: MetaPromptsModel, extras: dict | None = None) -> dic
 
 def _official_preset(state: dict, task: str, preset: str | Preset | None, **overrides) -> Preset:
     steps = official_refine_steps(state, task)
-    name = preset if isinstance(preset, str) else (preset.name if preset else {"depth": "nyu", "seg": "ade20k"}[task])
+    name = preset if isinstance(preset, str) else (preset.name if preset else DEFAULT_PRESET[task])
     base = preset if isinstance(preset, Preset) else get_preset(name)
     if base.task != task:
         raise CheckpointError(f"checkpoint is a {task} model but preset {base.name!r} is for {base.task}")
@@ -333,7 +355,6 @@ def _official_preset(state: dict, task: str, preset: str | Preset | None, **over
     if task == "seg" and cls is not None:
         kw["num_classes"] = cls.shape[0]
     kw.update(overrides)
-    from dataclasses import replace
     return replace(base, **kw)
 
 
@@ -364,12 +385,32 @@ def save_official(model: MetaPromptsModel, path) -> None:
 
 # ---------------------------------------------------------------- our own checkpoints
 
-def save_checkpoint(model: MetaPromptsModel, path) -> None:
-    """safetensors with the model's task, size and preset as metadata; written atomically."""
+def save_checkpoint(model: MetaPromptsModel, path, dtype: torch.dtype | None = None) -> None:
+    """safetensors with the model's task, size and preset as metadata; written atomically. `dtype` (e.g.
+    torch.float16 for shipped weights) casts the floating-point tensors; loading casts them back."""
     meta = {"format": FORMAT_TAG, "task": model.task, "size": model.size.name,
             "preset": json.dumps(preset_to_dict(model.preset))}
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous()
+             for k, v in model.state_dict().items()}
     atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
+
+
+def checkpoint_preset(meta: dict, path) -> tuple[Preset, str]:
+    """(preset, size name) from our checkpoint's metadata, every field checked (CheckpointError names it)."""
+    missing = [k for k in ("task", "size", "preset") if k not in meta]
+    if missing:
+        raise CheckpointError(f"{path}: metadata lacks {', '.join(missing)}")
+    try:
+        preset = preset_from_dict(json.loads(meta["preset"]))
+        size = get_size(meta["size"]).name
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: metadata preset is not valid JSON: {e}") from e
+    except UserError as e:
+        raise CheckpointError(f"{path}: {e}") from e
+    if meta["task"] != preset.task:
+        raise CheckpointError(f"{path}: metadata task {meta['task']!r} differs from its preset's task "
+                              f"{preset.task!r}")
+    return preset, size
 
 
 def load_checkpoint(path, device=None) -> MetaPromptsModel:
@@ -378,8 +419,8 @@ def load_checkpoint(path, device=None) -> MetaPromptsModel:
     if meta.get("format") != FORMAT_TAG:
         raise CheckpointError(f"{path} is not an mp-deploy checkpoint (metadata format {meta.get('format')!r}); "
                               "for official files use load_official")
-    preset = preset_from_dict(json.loads(meta["preset"]))
-    model = build_model(preset=preset, size=get_size(meta["size"]), init=False)
+    preset, size = checkpoint_preset(meta, path)
+    model = build_model(preset=preset, size=size, init=False)
     load_into(model, state, source=str(path))
     return model.to(device) if device else model
 
@@ -387,10 +428,8 @@ def load_checkpoint(path, device=None) -> MetaPromptsModel:
 def load_model(path, **kw) -> MetaPromptsModel:
     """Ours or official, whichever the file is."""
     path = Path(path)
-    if path.suffix == ".safetensors":
-        with safe_open(str(path), "pt") as f:
-            if (f.metadata() or {}).get("format") == FORMAT_TAG:
-                return load_checkpoint(path)
+    if path.suffix == ".safetensors" and safetensors_metadata(path).get("format") == FORMAT_TAG:
+        return load_checkpoint(path)
     return load_official(path, **kw)
 
 

@@ -117,6 +117,13 @@ PRESETS = {
                                    num_classes=19, dropout=0.1, window=(1024, 1024)),
     # Our own design (no official pose model): top-down 256x192 person crops, heatmaps at stride 4.
     "coco": Preset("coco", "pose", num_prompts=64, num_keypoints=17, resize_scale=0, window=(256, 192)),
+    # The bundled demo models, trained on our synthetic scenes (mp_deploy.data.synthetic) with the tiny size:
+    # small windows that train on a CPU; depth in the NYU range and its mm PNGs, no extra resize (windows are
+    # multiples of 64); 7 scene classes; the 17 COCO keypoints on 192x128 person crops.
+    "synthetic-depth": Preset("synthetic-depth", "depth", max_depth=10.0, resize_scale=0, window=(128, 128)),
+    "synthetic-seg": Preset("synthetic-seg", "seg", num_prompts=150, num_classes=7, window=(128, 128)),
+    "synthetic-pose": Preset("synthetic-pose", "pose", num_prompts=64, num_keypoints=17, resize_scale=0,
+                             window=(192, 128)),
 }
 
 TASKS = ("depth", "seg", "pose")

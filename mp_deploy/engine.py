@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mp_deploy.artifacts import ArtifactError, read_sidecar
+from mp_deploy.artifacts import MAX_PIXELS, ArtifactError, read_sidecar
 from mp_deploy.errors import MpDeployError, UserError
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16}
+RANGE_SLACK = 1e-3  # float images may overshoot [0, 1] by rounding (e.g. after a resize), not more
 
 
 class EngineError(UserError, RuntimeError):
@@ -73,19 +74,25 @@ class _TensorRTRunner:
     """TensorRT 10/11 runtime: deserialize, set the input shape, enqueueV3 on the current stream."""
 
     def __init__(self, path: Path, meta: dict):
+        import ctypes
+
         import tensorrt as trt
 
-        if meta.get("plugins"):
-            from mp_deploy.kernels.tensorrt_plugins import register_plugins
-            register_plugins()
+        for plugin in meta["plugins"]:  # plain names beside the artifact, checksums verified by read_sidecar
+            ctypes.CDLL(str(Path(path).parent / plugin["name"]), mode=ctypes.RTLD_GLOBAL)
         self.trt = trt
         logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(logger)
         self.engine = self.runtime.deserialize_cuda_engine(Path(path).read_bytes())
         if self.engine is None:
             raise ArtifactError(f"TensorRT could not deserialize {path} (corrupt, or built by another version)")
-        self.context = self.engine.create_execution_context()
         self.input, self.output = meta["input"]["name"], meta["output"]["name"]
+        # a plan holds no contract: its I/O names must at least be the ones the sidecar's contract names
+        names = {self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)}
+        if names != {self.input, self.output}:
+            raise ArtifactError(f"{path}: the engine's tensors {sorted(names)} are not the sidecar's "
+                                f"{self.input!r} -> {self.output!r}")
+        self.context = self.engine.create_execution_context()
 
     def __call__(self, x):
         x = x.cuda().contiguous()
@@ -143,23 +150,37 @@ class Engine:
     # ------------------------------------------------------------ pre / post
 
     def preprocess(self, images) -> torch.Tensor:
-        """uint8 HWC / NHWC arrays (0..255) or float NCHW tensors in [0, 1] -> the network input."""
-        if isinstance(images, np.ndarray):
-            images = torch.from_numpy(images)
-        if not isinstance(images, torch.Tensor):
-            raise EngineError(f"expected an image array or tensor, got {type(images).__name__}")
-        if images.dtype == torch.uint8:
-            if images.dim() == 3:
-                images = images[None]
-            if images.dim() != 4 or images.shape[-1] != 3:
-                raise EngineError(f"uint8 images must be (H, W, 3) or (B, H, W, 3) RGB, got {tuple(images.shape)}")
-            images = images.permute(0, 3, 1, 2).float() * self.meta["input"]["scale"]
-        elif not images.is_floating_point():
-            raise EngineError(f"images must be uint8 (0..255) or floating point in [0, 1], got {images.dtype}")
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise EngineError(f"expected images (B, 3, H, W), got {tuple(images.shape)}")
-        self.check_shape(tuple(images.shape))
-        return images.to(device=self.device, dtype=self.dtype).contiguous()
+        """Images -> the network input, every check before any copy or conversion:
+
+        - uint8 (H, W, 3) / (B, H, W, 3) RGB arrays or tensors, 0..255;
+        - floating-point (3, H, W) / (B, 3, H, W) RGB, in the contract's range ([0, 1]);
+        numpy arrays of any strides are copied; at most MAX_PIXELS pixels per image; batch, height and width
+        within the artifact's shape range. The contract's normalisation ((x * scale - mean) / std) follows.
+        """
+        b, h, w, channels_last = image_layout(images)
+        if h * w > MAX_PIXELS:
+            raise EngineError(f"a {h}x{w} image has {h * w} pixels, more than the {MAX_PIXELS} an engine takes "
+                              "(resize it first)")
+        self.check_shape((b, 3, h, w))
+        x = as_tensor(images).reshape((b, h, w, 3) if channels_last else (b, 3, h, w))
+        spec = self.meta["input"]
+        if channels_last:
+            x = x.permute(0, 3, 1, 2).float() * spec["scale"]
+        else:
+            x = x.float()
+            if not torch.isfinite(x).all():
+                raise EngineError("the input images contain NaN or inf values")
+            lo, hi = spec["range"]
+            if x.min() < lo - RANGE_SLACK or x.max() > hi + RANGE_SLACK:
+                raise EngineError(f"floating-point images must be in [{lo:g}, {hi:g}], these span "
+                                  f"{x.min().item():.4g}..{x.max().item():.4g}: pass 8-bit images as uint8 "
+                                  "(H, W, 3) arrays, or divide them by 255")
+        mean, std = spec["mean"], spec["std"]
+        if any(mean) or any(v != 1 for v in std):
+            x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+        if spec["color"] == "BGR":
+            x = x.flip(1)
+        return x.to(device=self.device, dtype=self.dtype).contiguous()
 
     def check_shape(self, shape) -> None:
         limits = self.meta.get("shapes")
@@ -190,14 +211,34 @@ class Engine:
         x = self.preprocess(images)
         return self.postprocess(self.runner(x), x.shape[-2:])
 
-    __call__ = run
+
+def image_layout(images) -> tuple[int, int, int, bool]:
+    """(batch, height, width, channels_last) of a numpy array or torch tensor of images, read from its shape and
+    dtype alone (no copy): uint8 is (H, W, 3) / (B, H, W, 3), floating point (3, H, W) / (B, 3, H, W)."""
+    if isinstance(images, np.ndarray):
+        if images.dtype == object or images.dtype.kind not in "uif":
+            raise EngineError(f"images must be a numeric array, got dtype {images.dtype}")
+        uint8, floating = images.dtype == np.uint8, images.dtype.kind == "f"
+    elif isinstance(images, torch.Tensor):
+        uint8, floating = images.dtype == torch.uint8, images.is_floating_point()
+    else:
+        raise EngineError(f"expected an image array or tensor, got {type(images).__name__}")
+    if not (uint8 or floating):
+        raise EngineError(f"images must be uint8 (0..255) or floating point in [0, 1], got {images.dtype}")
+    shape = tuple(images.shape)
+    shape = shape if len(shape) == 4 else (1, *shape) if len(shape) == 3 else shape
+    channels = shape[-1] if uint8 else shape[1] if len(shape) == 4 else None
+    if len(shape) != 4 or channels != 3:
+        layout = "(H, W, 3) or (B, H, W, 3) RGB" if uint8 else "(3, H, W) or (B, 3, H, W) RGB"
+        raise EngineError(f"{images.dtype} images must be {layout}, got {tuple(images.shape)}")
+    b, h, w = (shape[0], shape[1], shape[2]) if uint8 else (shape[0], shape[2], shape[3])
+    if b * h * w == 0:
+        raise EngineError(f"empty images: shape {tuple(images.shape)}")
+    return b, h, w, uint8
 
 
-def heatmap_keypoints(heatmaps: torch.Tensor, input_hw) -> torch.Tensor:
-    """(B, K, h, w) heatmaps -> (B, K, 3): x, y in input pixels (cell centres) and the peak value."""
-    b, k, h, w = heatmaps.shape
-    score, idx = heatmaps.reshape(b, k, -1).max(-1)
-    sy, sx = input_hw[0] / h, input_hw[1] / w
-    x = (idx % w).float() * sx + sx / 2
-    y = torch.div(idx, w, rounding_mode="floor").float() * sy + sy / 2
-    return torch.stack([x, y, score], dim=-1)
+def as_tensor(images) -> torch.Tensor:
+    """A torch tensor of the images (after image_layout): numpy arrays of any strides and byte order copied."""
+    if isinstance(images, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(images, dtype=images.dtype.newbyteorder("=")))
+    return images

@@ -20,6 +20,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
+from mp_deploy import cli
 from mp_deploy.checkpoints import load_official
 from mp_deploy.errors import UsageError
 from mp_deploy.models import Trace
@@ -73,12 +74,15 @@ def expected_tags(task: str, steps: int) -> list[str]:
     return tags + [f"prompt_map{i}" for i in range(4)]
 
 
-def load_model(meta: dict, checkpoint: str, task: str, steps: int):
+def load_model(meta: dict, checkpoint: str, task: str, steps: int, size: str = "sd15"):
+    try:
+        max_depth, resize_scale = float(meta.get("max_depth", 10.0)), int(meta.get("resize_scale", 1))
+    except ValueError:
+        raise UsageError(f"golden file metadata has a bad max_depth or resize_scale: {meta}") from None
     if task == "depth":
-        model = load_official(checkpoint, preset="nyu", max_depth=float(meta.get("max_depth", 10.0)),
-                              resize_scale=int(meta.get("resize_scale", 1)))
+        model = load_official(checkpoint, preset="nyu", size=size, max_depth=max_depth, resize_scale=resize_scale)
     else:  # the heads are absent from the backbone golden's checkpoint
-        model = load_official(checkpoint, preset="ade20k", allow_missing_heads=True)
+        model = load_official(checkpoint, preset="ade20k", size=size, allow_missing_heads=True)
     if model.task != task:
         raise UsageError(f"{checkpoint} is a {model.task} checkpoint, the golden file is for {task}")
     if model.preset.refine_steps != steps:
@@ -86,12 +90,13 @@ def load_model(meta: dict, checkpoint: str, task: str, steps: int):
     return model
 
 
-def compare(checkpoint: str, golden: str, tolerance: float = TOLERANCE, device: str = "cpu", log=print) -> list[Row]:
+def compare(checkpoint: str, golden: str, tolerance: float = TOLERANCE, device: str = "cpu", size: str = "sd15",
+            log=print) -> list[Row]:
     """Run the model on every input of the golden file -> one Row per expected tensor and per unknown one."""
     meta, tensors, inputs = read_golden(golden)
     task, steps = golden_task(meta, golden)
     t0 = time.perf_counter()
-    model = load_model(meta, checkpoint, task, steps).to(device)
+    model = load_model(meta, checkpoint, task, steps, size).to(device)
     settings = f"max_depth {model.preset.max_depth}, resize_scale {model.preset.resize_scale}, " if task == "depth" else ""
     log(f"loaded {checkpoint} ({task}, {settings}R={steps}) in {time.perf_counter() - t0:.1f} s")
     tags = expected_tags(task, steps)
@@ -128,11 +133,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--golden", required=True, help="golden .safetensors file")
     parser.add_argument("--tolerance", type=float, default=TOLERANCE)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    cli.add_model_size(parser, "size of the checkpoint's model (default sd15: the golden files' size)")
 
 
 def run(args: argparse.Namespace) -> int:
     print(f"{'tensor':40s} {'shape':>20s} {'rel L2':>10s}  status")
-    rows = compare(args.checkpoint, args.golden, args.tolerance, args.device)
+    rows = compare(args.checkpoint, args.golden, args.tolerance, args.device, args.model_size or "sd15")
     for r in rows:
         err = "" if r.rel_l2 is None else f"{r.rel_l2:.2e}"
         print(f"{r.key:40s} {str(r.shape or ''):>20s} {err:>10s}  {r.status}")
@@ -145,9 +151,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv=None) -> int:
-    from mp_deploy.cli import main as cli_main
-
-    return cli_main(["golden", *(sys.argv[1:] if argv is None else argv)])
+    return cli.main(["golden", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

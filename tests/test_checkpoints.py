@@ -1,4 +1,5 @@
 """Official layout <-> our model, our safetensors, SD-1.5 weights, and clear errors for wrong files."""
+import json
 import os
 
 import pytest
@@ -160,3 +161,91 @@ def test_sd_weights_from_single_file_and_diffusers_folder(tmp_path):
         load_sd_weights(build_model("depth", size=TINY), tmp_path / "bad.ckpt")
     with pytest.raises(CheckpointError, match="Stable Diffusion UNet|UNet keys not understood"):
         load_sd_weights(build_model("depth", size="sd15", init=False), tmp_path / "sd.ckpt")  # tiny SD into SD-1.5
+
+
+# ------------------------------------------------------------------ untrusted files (issue 13)
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_half_precision_files_are_cast_to_the_model(dtype, tmp_path):
+    model = seeded_model("depth", size=TINY)
+    save_checkpoint(model, tmp_path / "half.safetensors", dtype=dtype)
+    loaded = load_model(tmp_path / "half.safetensors")
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        want, got = model(x), loaded(x)
+    err = ((got - want).norm() / (want - want.mean()).norm()).item()
+    assert 0 < err < (2e-2 if dtype == torch.float16 else 1e-1)  # the weights' own rounding, nothing more
+
+
+def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path):
+    model = seeded_model("pose", size=TINY)
+    with torch.no_grad():
+        model.head.final_layer.bias[0] = float("nan")
+    save_checkpoint(model, tmp_path / "nan.safetensors")
+    with pytest.raises(CheckpointError, match=r"NaN or inf: head.final_layer.bias"):
+        load_model(tmp_path / "nan.safetensors")
+
+
+def _with_metadata(tmp_path, **changes):
+    from safetensors.torch import load_file
+
+    from mp_deploy.checkpoints import safetensors_metadata
+
+    good = tmp_path / "good.safetensors"
+    if not good.exists():
+        save_checkpoint(seeded_model("depth", size=TINY, refine_steps=1), good)
+    meta = safetensors_metadata(good)
+    preset = json.loads(meta["preset"])
+    preset.update({k[len("preset."):]: v for k, v in changes.items() if k.startswith("preset.")})
+    meta["preset"] = json.dumps(preset)
+    for k, v in changes.items():
+        if not k.startswith("preset."):
+            meta[k] = v
+    meta = {k: v for k, v in meta.items() if v is not None}
+    path = tmp_path / "edited.safetensors"
+    save_file(load_file(good), path, metadata=meta)
+    return path
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"task": "banana"}, "metadata task 'banana' differs"),
+    ({"size": "huge"}, "unknown model size 'huge'"),
+    ({"preset": None}, "metadata lacks preset"),
+    ({"preset": "{not json"}, "preset is not valid JSON"),
+    ({"preset.colour": "blue"}, "unknown preset field.*'colour'"),
+    ({"preset.task": "banana"}, "preset task 'banana'"),
+    ({"preset.refine_steps": 0}, "refine_steps must be at least 1"),
+    ({"preset.max_depth": "far"}, "preset field 'max_depth' has a wrong value"),
+    ({"preset.name": "../x"}, "preset name '../x' is not a plain name"),
+])
+def test_bad_metadata_names_itself(tmp_path, changes, message):
+    with pytest.raises(CheckpointError, match=message):
+        load_model(_with_metadata(tmp_path, **changes))
+
+
+def test_garbage_files_are_checkpoint_errors(tmp_path):
+    (tmp_path / "garbage.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not a header}" + b"\0" * 64)
+    (tmp_path / "huge_header.safetensors").write_bytes((1 << 62).to_bytes(8, "little") + b"{}")
+    (tmp_path / "empty.safetensors").write_bytes(b"")
+    for name in ("garbage", "huge_header", "empty"):
+        with pytest.raises(CheckpointError, match=f"cannot read checkpoint .*{name}"):
+            load_model(tmp_path / f"{name}.safetensors")
+
+
+def test_cli_user_errors_are_one_line_and_exit_2(tmp_path, capsys):
+    from mp_deploy import cli
+
+    (tmp_path / "garbage.safetensors").write_bytes(b"junk")
+    (tmp_path / "file").write_text("x")
+    for argv, message in (
+            (["--checkpoint", str(tmp_path / "garbage.safetensors")], "cannot read checkpoint"),
+            (["--checkpoint", str(tmp_path / "absent.safetensors")], "checkpoint not found"),
+            (["--out-dir", str(tmp_path / "file" / "out")], "a file is in the way"),
+            (["--preset", "ade20k"], "preset 'ade20k' is for task 'seg'")):
+        rc = cli.main(["build", "--task", "depth", "--backend", "onnx", *argv])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.count("\n") == 1 and message in err and "Traceback" not in err, err
+    with pytest.raises(SystemExit) as usage:  # argparse's own usage errors: exit 2 too
+        cli.main(["build", "--task", "depth", "--runs", "0"])
+    assert usage.value.code == 2 and "must be at least 1" in capsys.readouterr().err

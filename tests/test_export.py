@@ -13,41 +13,15 @@ import pytest
 import torch
 
 from mp_deploy.artifacts import ArtifactError, read_sidecar, sidecar_path
+from mp_deploy.configs import OUTPUT_NAMES
 from mp_deploy.engine import Engine, EngineError
 from mp_deploy.export import build_engine, onnx_export, tensorrt_build, torch_tensorrt_build
 from mp_deploy.export.networks import ShapeRange, TaskNetwork
 from mp_deploy.export.build_engine import BuildSpec, build
+from conftest import PRESET, spec
 from mp_deploy.export.validate import norm_input_types, tensorrt_graph_problems
 from mp_deploy.models import SEEDED_RULE, seeded_model
 from mp_deploy.util import rel_l2
-
-SIDE = {"depth": 128, "seg": 64, "pose": 64}
-
-
-def spec(task, out, backend, **kw) -> BuildSpec:
-    side = (SIDE[task],) * 3
-    return BuildSpec(task=task, backend=backend, out_dir=str(out), runs=1, batch=(1, 1, 1), height=side, width=side,
-                     **kw)
-
-
-BACKENDS = {"depth": "all", "seg": "onnx", "pose": "onnx"}  # CI time: AOTInductor CPU builds take minutes each
-PRESET = {"depth": "nyu", "seg": "ade20k", "pose": "coco"}
-
-
-@pytest.fixture(scope="session")
-def built(tmp_path_factory):
-    """(task, backend) -> (out_dir, artifacts) from `build(BuildSpec(task, backend))`."""
-    cache = {}
-
-    def get(task, backend=None):
-        backend = backend or BACKENDS[task]
-        if (task, backend) not in cache:
-            out = tmp_path_factory.mktemp(f"{task}-{backend}")
-            cache[task, backend] = (out, build(spec(task, out, backend)))
-        return cache[task, backend]
-
-    return get
-
 
 def _check_artifacts(task, out, artifacts, expected):
     assert sorted(a.path.name for a in artifacts) == sorted(expected)
@@ -61,7 +35,7 @@ def _check_artifacts(task, out, artifacts, expected):
         engine = Engine.load(out / name)
         got = engine.run(image)
         assert got.keys() == want.keys()
-        key = {"depth": "depth", "seg": "logits", "pose": "heatmaps"}[task]
+        key = OUTPUT_NAMES[task]
         assert rel_l2(got[key], want[key]) <= 1e-4, name
         meta = engine.meta
         assert meta["task"] == task and meta["precision"] == "fp32" and meta["source"] == {"seeded": "tiny", "seed": 0, "rule": SEEDED_RULE}
@@ -193,19 +167,8 @@ def test_killed_build_leaves_nothing(tmp_path):
     import sys
     import time
 
-    # build_engine's own main(), with an export that writes part of its file and then hangs
-    code = (
-        "import sys, time\n"
-        "from mp_deploy.util import atomic_write\n"
-        "from mp_deploy.export import build_engine, onnx_export\n"
-        "def hang(network, path, flavour='standard'):\n"
-        "    def write(tmp):\n"
-        "        open(tmp, 'wb').write(b'half')\n"
-        "        time.sleep(600)\n"
-        "    atomic_write(path, write)\n"
-        "onnx_export.export_onnx = hang\n"
-        f"sys.exit(build_engine.main(['--task', 'pose', '--backend', 'onnx', '--out-dir', {str(tmp_path)!r}]))\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-m", "helpers.hanging_build", str(tmp_path)], cwd=Path(__file__).parent,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     while not any(p.is_file() and p.stat().st_size for p in tmp_path.rglob("*")):  # the temporary, half written
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "timeout"

@@ -6,9 +6,6 @@ they still cover the edges: channels not a multiple of the channel block, odd H 
 batch 1 and 3, 1 / 17 / 50 / 150 prompts, empty trailing statistics chunks.
 """
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +13,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before anything imports triton
 
+from helpers import run as run_helper  # noqa: E402
 from mp_deploy import ops  # noqa: E402
 from mp_deploy.errors import UsageError  # noqa: E402
 from mp_deploy.kernels import HAS_TRITON  # noqa: E402 (registers torch.ops.mp_deploy.*)
@@ -268,7 +266,7 @@ def test_switched_on_without_registered_kernels_says_to_import_them(monkeypatch)
 
 
 def test_ops_import_nothing_of_the_kernels():
-    assert _run_helper("ops_alone").strip() == "ok"
+    assert run_helper("ops_alone").strip() == "ok"
 
 
 def test_cpu_registration_is_the_reference():
@@ -337,22 +335,12 @@ def test_aoti_package_contains_the_triton_kernels(tmp_path):
     assert b"_norm_relu_rearrange_kernel" in blob and b"_group_stats_kernel" in blob
     with torch.no_grad():
         torch.save({"x": x, "prompts": prompts, "expected": model(x, prompts)}, tmp_path / "io.pt")
-    out = _run_helper("load_aoti_package", tmp_path / "io.pt", path)
+    out = run_helper("load_aoti_package", tmp_path / "io.pt", path)
     assert out.strip().endswith("ok")
 
 
-def _run_helper(name: str, *args) -> str:
-    """stdout of `python -m helpers.<name> ARGS...` (tests/helpers/<name>.py), run from tests/ in a fresh
-    process without TRITON_INTERPRET (compiled kernels, or none)."""
-    environ = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    done = subprocess.run([sys.executable, "-X", "faulthandler", "-m", f"helpers.{name}", *map(str, args)],
-                          cwd=Path(__file__).parent, capture_output=True, text=True, env=environ, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
-
-
 def test_ops_register_without_triton():
-    assert _run_helper("without_triton").strip() == "ok"
+    assert run_helper("without_triton").strip() == "ok"
 
 
 def _has_nvidia_backend() -> bool:
@@ -369,7 +357,7 @@ def test_kernels_compile_to_ptx_for_hopper():
 
     The interpreter tests do not run the compiler: this catches what only it rejects (tl.dot shapes, types).
     """
-    out = _run_helper("compile_ptx")
+    out = run_helper("compile_ptx")
     assert out.strip().endswith("ok")
 
 
@@ -378,7 +366,7 @@ def test_reduction_loops_keep_several_loads_in_flight():
     """The statistics loop and the rearrangement's channel loop (also in the single launch) compile to asynchronous copies (software
     pipelining) for sm_90, with the pointer alignment and divisible sizes the JIT specialises on. A loop
     without them waits out one memory round trip per block: the latency-bound pass the GPU benchmark found."""
-    out = _run_helper("pipelined_loads")
+    out = run_helper("pipelined_loads")
     counts = dict(zip(out.split()[::2], map(int, out.split()[1::2])))
     assert counts["stats"] > 0 and counts["apply"] > 0 and counts["single"] > 0, out
     # the single launch's grid barrier: a gpu-scope release on arrival, gpu-scope acquire reads while it waits
@@ -388,11 +376,11 @@ def test_reduction_loops_keep_several_loads_in_flight():
 @pytest.mark.skipif(not HAS_TRITON, reason="needs triton")
 def test_eager_launches_skip_the_tracing_wrapper():
     """Eager calls launch the kernel itself; under tracing (fake tensors, dispatch modes) wrap_triton's wrapper."""
-    out = _run_helper("eager_launch")
+    out = run_helper("eager_launch")
     assert out.strip().endswith("ok")
 
 
 @pytest.mark.skipif(not _has_nvidia_backend(), reason="needs triton with its NVIDIA backend")
 def test_mutation_analysis_sees_only_the_outputs_written():
     """torch.export / AOTInductor analyse every Triton kernel call for the tensors it writes."""
-    assert _run_helper("mutation_analysis").strip().endswith("ok")
+    assert run_helper("mutation_analysis").strip().endswith("ok")

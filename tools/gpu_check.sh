@@ -94,7 +94,7 @@ CPP_PID=$!
 # this minute, not the sweep (which then skips it)
 if want kernel_bench; then
   run 60 single_launch python3 benchmarks/kernels.py --check-single-launch && SINGLE="" || SINGLE="--no-single-launch"
-  run 200 kernel_bench python3 benchmarks/kernels.py $SINGLE --out "$OUT/kernels-$(date +%F).json"
+  run 200 kernel_bench python3 benchmarks/kernels.py $SINGLE --out-dir "$OUT"
 fi
 
 # 2. kernel tests on CUDA: every kernel against its reference, the ops, torch's mutation analysis
