@@ -35,7 +35,7 @@ from mp_deploy.export import aoti, onnx_export, tensorrt_build, torch_tensorrt_b
 from mp_deploy.export.networks import ShapeRange, TaskNetwork
 from mp_deploy.export.validate import ParityError, check_parity, tensorrt_graph_problems
 from mp_deploy.timing import median_ms
-from mp_deploy.util import inside, sha256_file, tf32_off
+from mp_deploy.util import inside, sha256_file, tf32_off, writable_folder
 
 TOLERANCE = {"fp32": 1e-4, "fp16": 5e-3}
 PARITY_AGAINST = ("relative L2 of the task output against eager fp32 (TF32 off), worst of two fresh random "
@@ -154,23 +154,11 @@ def plan(spec: BuildSpec) -> Plan:
     precision = spec.precision if spec.precision != "auto" else ("fp16" if device == "cuda" else "fp32")
     window = preset.window
     shapes = ShapeRange(spec.batch or (1, 1, 1), spec.height or (window[0],) * 3, spec.width or (window[1],) * 3)
-    return Plan(spec, device, precision, plan_backends(spec.backend, device), shapes, writable_folder(spec.out_dir))
-
-
-def writable_folder(path: str) -> Path:
-    """The output folder, created if need be; UsageError when it cannot be (a file in the way, no permission)."""
-    folder = Path(path)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise UsageError(f"output folder {path} cannot be created: a file is in the way") from None
-    except PermissionError:
-        raise UsageError(f"output folder {path} cannot be created: permission denied") from None
-    if not folder.is_dir():
-        raise UsageError(f"output folder {path} is not a directory")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"output folder {path} is not writable")
-    return folder
+        out_dir = writable_folder(spec.out_dir)
+    except ValueError as e:
+        raise UsageError(f"output folder: {e}") from None
+    return Plan(spec, device, precision, plan_backends(spec.backend, device), shapes, out_dir)
 
 
 def plan_backends(requested: str, device: str) -> list[str]:

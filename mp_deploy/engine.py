@@ -242,3 +242,13 @@ def as_tensor(images) -> torch.Tensor:
     if isinstance(images, np.ndarray):
         return torch.from_numpy(np.ascontiguousarray(images, dtype=images.dtype.newbyteorder("=")))
     return images
+
+
+def heatmap_keypoints(heatmaps: torch.Tensor, input_hw) -> torch.Tensor:
+    """(B, K, h, w) heatmaps -> (B, K, 3): x, y in input pixels (cell centres) and the peak value."""
+    b, k, h, w = heatmaps.shape
+    score, idx = heatmaps.reshape(b, k, -1).max(-1)
+    sy, sx = input_hw[0] / h, input_hw[1] / w
+    x = (idx % w).float() * sx + sx / 2
+    y = torch.div(idx, w, rounding_mode="floor").float() * sy + sy / 2
+    return torch.stack([x, y, score], dim=-1)

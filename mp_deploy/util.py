@@ -86,6 +86,21 @@ def check_name(value, what: str) -> str:
     return value
 
 
+def writable_folder(path: str | os.PathLike) -> Path:
+    """The folder, created if need be, with a file written and removed in it (permission bits do not stop root;
+    a read-only file system does): ValueError saying why when it cannot be written."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".probe.")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        why = "a file is in the way" if isinstance(e, (FileExistsError, NotADirectoryError)) else e.strerror or e
+        raise ValueError(f"cannot write in {path}: {why}") from None
+    return folder
+
+
 def inside(folder: str | os.PathLike, path: str | os.PathLike) -> Path:
     """`path` resolved, if it stays inside `folder` (resolved), else ValueError: no output escapes its folder."""
     folder, resolved = Path(folder).resolve(), Path(path).resolve()

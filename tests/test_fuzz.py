@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from mp_deploy.artifacts import CONTRACT_FIELDS, contract_of, sidecar_path
+from mp_deploy.artifacts import contract_of, sidecar_path
 from mp_deploy.checkpoints import load_model, save_checkpoint
 from mp_deploy.engine import Engine
 from mp_deploy.errors import MpDeployError

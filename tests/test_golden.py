@@ -32,7 +32,6 @@ def test_golden_cli(keys, seed, golden, tmp_path):
 def _tiny_golden(tmp_path, task="depth"):
     """A golden file in the reference's layout made from our own tiny model, and its official checkpoint."""
     import torch
-    from safetensors.torch import save_file
 
     from mp_deploy.checkpoints import ours_to_official
     from mp_deploy.golden import expected_tags
