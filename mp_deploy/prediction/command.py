@@ -1,0 +1,109 @@
+"""`mp-deploy predict`: images, folders and videos to depth maps, masks and keypoints, on any backend.
+
+    mp-deploy predict --task depth --input photos/ --output out/                 # the bundled demo model
+    mp-deploy predict --input clip.mp4 --output out/ --engine artifacts/depth-nyu-sd15-fp16.engine
+    mp-deploy predict --task seg --input photos/ --output out/ --checkpoint ade20k.pth --preset ade20k
+    mp-deploy predict ... --shard 3/8 --resume                                    # one of 8 processes
+
+Exit status: 0 every input done; 2 bad arguments or nothing to do (no inputs, an output folder that cannot be
+written); 1 the run itself failed (a model that cannot load, an engine failure outside any one input);
+10 + N when N inputs failed (11 = one, ...; 110 = 100 or more), each named on stderr with its cause.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from mp_deploy import cli
+from mp_deploy.prediction.network import BACKENDS, PRECISIONS
+from mp_deploy.prediction.outputs import OUTPUTS
+from mp_deploy.prediction.predictor import TTA
+
+FAILED_BASE, FAILED_CAP = 10, 100  # exit status 10 + min(failed inputs, 100)
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--input", required=True, help="an image, a video, or a folder of them (recursive, sorted)")
+    ap.add_argument("--output", required=True, help="the folder for the outputs (created; keyed by input path)")
+    cli.add_task(ap, required=False)
+    cli.add_preset(ap)
+    model = ap.add_argument_group("model (one of; none: the bundled demo model of --task)")
+    model.add_argument("--engine", help="an exported artifact (.onnx, .pt2, .engine), or a folder of them")
+    model.add_argument("--checkpoint", help="our .safetensors or an official checkpoint, run eagerly")
+    model.add_argument("--server", help="a Triton server URL (mp-deploy serve)")
+    model.add_argument("--server-model", help="the model's name on the server (default <task>-<preset>)")
+    ap.add_argument("--backend", default="auto", choices=BACKENDS,
+                    help="eager for checkpoints; with --engine DIR, the artifact to pick (auto: TensorRT, "
+                         "torch-tensorrt, AOTInductor, ONNX, the first that runs here)")
+    cli.add_device(ap)
+    ap.add_argument("--precision", default="auto", choices=PRECISIONS,
+                    help="eager: fp16 on CUDA, fp32 on CPU by default; an artifact runs as it was built")
+    ap.add_argument("--tta", default="auto", choices=list(TTA),
+                    help="test-time augmentation: auto = the reference's protocol (depth and pose flip; "
+                         "segmentation single-scale), on = flip (+ multi-scale for segmentation), off")
+    cli.add_batch_size(ap, "an image's windows / crops go through the engine in chunks of this size "
+                          "(default: 8, or the artifact's max batch if smaller)")
+    ap.add_argument("--height", type=cli.positive_int, help="window height (default: the artifact's, else the "
+                                                               "preset's)")
+    ap.add_argument("--width", type=cli.positive_int, help="window width (like --height)")
+    names = sorted({n for table in OUTPUTS.values() for n in table})
+    ap.add_argument("--outputs", type=lambda t: tuple(t.split(",")),
+                    help=f"which outputs to write, comma-separated (default all of the task's): {', '.join(names)}")
+    ap.add_argument("--boxes", help="pose: person boxes, JSON {input: [[x, y, w, h(, score)], ...]} "
+                                    "(default: the whole image)")
+    ap.add_argument("--shard", default="0/1", help="I/N: this process takes every N-th input from the I-th "
+                                                   "(0-based); auto: from torchrun or a Slurm job array")
+    ap.add_argument("--resume", action="store_true", help="skip inputs whose outputs are all there")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar (error lines and summary only)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from mp_deploy.prediction import Predictor, Source
+    from mp_deploy.prediction.inputs import parse_shard
+    from mp_deploy.prediction.job import output_folder, plan, write_manifest
+    from mp_deploy.prediction.pipeline import Pipeline
+    from mp_deploy.prediction.video import count_frames
+
+    shard = parse_shard(args.shard)
+    folder = output_folder(args.output)  # before loading anything: a bad folder fails at once
+    _local_gpu()
+    source = Source(task=args.task, engine=args.engine, checkpoint=args.checkpoint, server=args.server,
+                    server_model=args.server_model, preset=args.preset, backend=args.backend, device=args.device,
+                    precision=args.precision, batch_size=args.batch_size, height=args.height, width=args.width)
+    predictor = Predictor(source, tta=args.tta, boxes=args.boxes)
+    pipeline = Pipeline(predictor, folder, args.outputs, keep_arrays=False)
+    job = plan(args.input, pipeline, shard, args.resume)
+    write_manifest(folder, predictor.describe() | {"outputs": list(args.outputs or [])}, args.resume)
+    n = predictor.network
+    print(f"predict {predictor.task} ({predictor.preset.name}) with {n.name} on {n.device}: window "
+          f"{n.window[0]}x{n.window[1]}, up to {n.max_batch} windows per call, tta {args.tta}; "
+          f"{len(job.items)} inputs to do (shard {shard[0]}/{shard[1]}: {job.in_shard} of {job.listed}"
+          + (f", {job.complete} complete and skipped" if args.resume else "")
+          + (f"; {job.others} other files ignored" if job.others else "") + ")", flush=True)
+    total = sum(count_frames(item.path) if item.video else 1 for item in job.items)
+    predictor.clock.start_now()
+    with tqdm(total=total, unit="img", desc="predict", disable=args.no_progress, dynamic_ncols=True) as bar:
+        for p in pipeline(job.items):
+            if p.error:
+                tqdm.write(p.error, file=sys.stderr)
+                bar.set_postfix(failed=len(pipeline.failed), refresh=False)
+            else:
+                bar.update(1)
+    print(predictor.clock.line(pipeline.images, len(pipeline.failed)), flush=True)
+    return exit_status(len(pipeline.failed))
+
+
+def exit_status(failed: int) -> int:
+    return FAILED_BASE + min(failed, FAILED_CAP) if failed else 0
+
+
+def _local_gpu() -> None:
+    """Under torchrun, each process on its own GPU (LOCAL_RANK)."""
+    if "LOCAL_RANK" in os.environ:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
