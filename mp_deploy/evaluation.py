@@ -19,7 +19,7 @@ from tqdm import tqdm
 from mp_deploy.data.keypoints import COCO_KEYPOINTS
 from mp_deploy.metrics import DepthMeter, SegMeter, coco_keypoint_ap, pck
 from mp_deploy.protocols import (DepthProtocol, PoseProtocol, Run, SegProtocol, decode_heatmaps, person_score,
-                                 pose_heatmaps, predict_depth, predict_seg)
+                                 pose_heatmaps, predict_depth, seg_labels)
 
 log = logging.getLogger("mp_deploy.evaluation")
 
@@ -76,8 +76,8 @@ def evaluate_seg(samples: Iterable[dict], run: Run, protocol: SegProtocol, num_c
     images = 0
     with torch.no_grad():
         for s in stream:
-            probs = predict_seg(s["image"].to(device), run, protocol, max_batch, min_batch)
-            meter.update(probs.argmax(0).cpu(), s["labels"])
+            labels, _ = seg_labels(s["image"].to(device), run, protocol, max_batch, min_batch)
+            meter.update(labels.cpu(), s["labels"])
             images += 1
     result = meter.result() | {"images": images, "skipped": stream.skipped}
     say(progress, summary("seg", result, ("mIoU", "aAcc"), images, stream.skipped))

@@ -193,23 +193,61 @@ def seg_logits(views: torch.Tensor, run: Run, protocol: SegProtocol, max_batch: 
     return out / count
 
 
-def predict_seg(image: torch.Tensor, run: Run, protocol: SegProtocol = SegProtocol(), max_batch: int = 8,
-                min_batch: int = 1) -> torch.Tensor:
-    """Class probabilities (K, H, W) for one image (3, H, W); argmax(0) gives the label map."""
-    image = check_image(image)
+def _seg_views(image: torch.Tensor, run: Run, protocol: SegProtocol, max_batch: int, min_batch: int):
+    """Per view (ratio x flip): its logits at the resized scale (K, h', w') and whether it is flipped."""
     h, w = image.shape[-2:]
-    total = None
     for ratio in protocol.ratios:
         scale = (int(protocol.scale[0] * ratio), int(protocol.scale[1] * ratio))
         x = resize_tensor(image[None], rescale_size(h, w, scale))
         views = torch.cat([x, x.flip(-1)]) if protocol.flip else x
-        logits = resize_tensor(seg_logits(views, run, protocol, max_batch, min_batch), (h, w))
-        probs = logits.softmax(dim=1)
-        if protocol.flip:
-            probs = torch.stack([probs[0], probs[1].flip(-1)])
-        probs = probs.sum(0)
-        total = probs if total is None else total + probs
-    return total / (len(protocol.ratios) * (2 if protocol.flip else 1))
+        for i, logits in enumerate(seg_logits(views, run, protocol, max_batch, min_batch)):
+            yield logits, i == 1
+
+
+def predict_seg(image: torch.Tensor, run: Run, protocol: SegProtocol = SegProtocol(), max_batch: int = 8,
+                min_batch: int = 1) -> torch.Tensor:
+    """Class probabilities (K, H, W) for one image (3, H, W); argmax(0) gives the label map (seg_labels gives it
+    without holding K full-size maps)."""
+    image = check_image(image)
+    h, w = image.shape[-2:]
+    total, n = None, 0
+    for logits, flipped in _seg_views(image, run, protocol, max_batch, min_batch):
+        probs = resize_tensor(logits[None], (h, w))[0].softmax(dim=0)
+        probs = probs.flip(-1) if flipped else probs
+        total, n = (probs if total is None else total + probs), n + 1
+    return total / n
+
+
+def seg_labels(image: torch.Tensor, run: Run, protocol: SegProtocol = SegProtocol(), max_batch: int = 8,
+               min_batch: int = 1, budget_bytes: int = 256 << 20) -> tuple[torch.Tensor, torch.Tensor]:
+    """(labels (H, W) int64, their probability (H, W)) = predict_seg(...).max(0), a few classes at a time: a
+    150-class map of a 12-megapixel photo would otherwise need 7 GB. Each view's softmax normaliser
+    (log-sum-exp over the classes, (H, W)) is found first, then the classes' averaged probabilities in chunks."""
+    image = check_image(image)
+    h, w = image.shape[-2:]
+    views = list(_seg_views(image, run, protocol, max_batch, min_batch))
+    classes = views[0][0].shape[0]
+    chunk = max(1, min(classes, budget_bytes // (4 * h * w)))
+
+    def full(logits, flipped, lo):  # classes lo.. of one view at the image's size
+        out = resize_tensor(logits[None, lo:lo + chunk], (h, w))[0]
+        return out.flip(-1) if flipped else out
+
+    norms = []
+    for logits, flipped in views:
+        lse = None
+        for lo in range(0, classes, chunk):
+            part = torch.logsumexp(full(logits, flipped, lo), dim=0)
+            lse = part if lse is None else torch.logaddexp(lse, part)
+        norms.append(lse)
+    best = torch.full((h, w), -1.0, dtype=torch.float32, device=image.device)
+    labels = torch.zeros((h, w), dtype=torch.int64, device=image.device)
+    for lo in range(0, classes, chunk):
+        probs = sum((full(logits, flipped, lo) - lse).exp() for (logits, flipped), lse in zip(views, norms))
+        value, index = (probs / len(views)).max(0)
+        better = value > best  # strictly: the first class wins ties, as argmax
+        best, labels = torch.where(better, value, best), torch.where(better, index + lo, labels)
+    return labels, best
 
 
 # ------------------------------------------------------------------ pose

@@ -165,3 +165,23 @@ def test_protocols_with_a_seeded_tiny_model():
     with torch.no_grad():
         probs = predict_seg(image, seg, SegProtocol(scale=(48, 32), mode="whole"))
         assert torch.allclose(probs, seg(image[None])[0].softmax(0), atol=1e-5)
+
+
+def test_seg_labels_equal_the_argmax_of_the_probabilities():
+    """Chunked over classes (a few at a time): the same labels and confidences as predict_seg(...).max(0)."""
+    from mp_deploy.protocols import seg_labels
+
+    torch.manual_seed(0)
+    weight = torch.randn(7, 3)
+
+    def run(batch):  # a fixed per-pixel linear map to 7 classes at half resolution
+        small = torch.nn.functional.avg_pool2d(batch, 2)
+        return torch.einsum("kc,bchw->bkhw", weight, small) * 5
+
+    image = torch.rand(3, 40, 56)
+    for protocol in (SegProtocol(scale=(48, 32), crop=(16, 16), stride=(11, 11), flip=True, ratios=(1.0, 0.75)),
+                     SegProtocol(scale=(64, 40), mode="whole")):
+        want_conf, want = predict_seg(image, run, protocol).max(0)
+        labels, conf = seg_labels(image, run, protocol, budget_bytes=2 * 4 * 40 * 56)  # 2 classes per chunk
+        assert torch.equal(labels, want)
+        torch.testing.assert_close(conf, want_conf, rtol=1e-5, atol=1e-6)

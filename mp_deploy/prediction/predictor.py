@@ -17,7 +17,7 @@ from mp_deploy.errors import DataError, UsageError
 from mp_deploy.prediction.network import Network, Source
 from mp_deploy.prediction.stages import StageClock
 from mp_deploy.protocols import (DEPTH_PROTOCOLS, POSE_PROTOCOLS, SEG_PROTOCOLS, predict_depth, predict_pose,
-                                 predict_seg)
+                                 seg_labels)
 
 MIN_SIDE = 32  # smaller images hold too little to predict from: refused as bad input
 PROTOCOLS = {"depth": DEPTH_PROTOCOLS, "seg": SEG_PROTOCOLS, "pose": POSE_PROTOCOLS}
@@ -152,7 +152,7 @@ class Predictor:
             if self.task == "depth":
                 result = {"depth": predict_depth(x, run, self.protocol, **kw)[0].cpu().numpy()}
             elif self.task == "seg":
-                confidence, labels = predict_seg(x, run, self.protocol, **kw).max(0)
+                labels, confidence = seg_labels(x, run, self.protocol, **kw)
                 dtype = np.uint8 if self.preset.num_classes <= 256 else np.uint16
                 result = {"labels": labels.cpu().numpy().astype(dtype), "confidence": confidence.cpu().numpy()}
             else:
