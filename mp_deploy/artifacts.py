@@ -93,7 +93,7 @@ class Sidecar:
         return contract_of(asdict(self))
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
+        return json.dumps(asdict(self), indent=2, sort_keys=True, allow_nan=False)  # NaN is not JSON (C++ refuses it)
 
 
 def contract_of(meta: dict) -> dict:
@@ -192,8 +192,7 @@ def check_consistency(meta: dict, where: str) -> None:
     out = meta["output"]
     if out["name"] != SCHEMA["output_names"][task] or out["kind"] != SCHEMA["output_kinds"][task]:
         raise ArtifactError(f"{where}: output {out['name']!r} ({out['kind']}) is not a {task} output")
-    needed = {"depth": ("max_depth", "png16_scale"), "seg": ("num_classes",), "pose": ("num_keypoints",)}[task]
-    missing = [k for k in needed if k not in out]
+    missing = [k for k in SCHEMA["output_fields"][task] if k not in out]
     if missing:
         raise ArtifactError(f"{where}: a {task} output needs {', '.join(missing)}")
     if meta["device"] == "cuda" and meta["gpu"] is None:
@@ -237,6 +236,8 @@ def embedded_contract(artifact: Path, backend: str) -> dict | None:
                 if len(names) != 1:
                     raise ArtifactError(f"{artifact} holds no contract ({CONTRACT_ENTRY}): not built by mp-deploy "
                                         "build, or altered")
+                if z.getinfo(names[0]).compress_type != zipfile.ZIP_STORED:  # as written; C++ reads it stored
+                    raise ArtifactError(f"the contract inside {artifact} is compressed: altered")
                 text = z.read(names[0])
         elif backend == "onnx":
             import onnx
@@ -355,8 +356,7 @@ def check_machine_matches(meta: dict, artifact) -> None:
                                 "engines do not carry across versions, rebuild it")
     if meta["backend"] in ("aoti", "torch-tensorrt"):
         built_torch = meta["versions"].get("torch") or "unknown"
-        built = built_torch.split("+")[0].rsplit(".", 1)[0]
-        here = torch.__version__.split("+")[0].rsplit(".", 1)[0]
+        built, here = (".".join(v.split("+")[0].split(".")[:2]) for v in (built_torch, torch.__version__))
         if built != here:
             raise ArtifactError(f"{artifact} is an AOTInductor package from torch {built_torch}, "
                                 f"this is torch {torch.__version__}: re-export it with this torch")

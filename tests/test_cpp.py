@@ -1,23 +1,36 @@
 """The C++ library and mp_infer (cpp/) against the Python runtime, on a tiny AOTInductor depth package.
 
 Builds with CMake into a temporary folder (MP_CPP_BUILD_DIR reuses one), exports a tiny depth model to a
-CPU fp32 .pt2 once per module, and checks that mp_infer's float output (--npy) equals
-Engine.load(...).run(...) within 1e-4 relative L2, plus the error paths (no output file on failure); with
-CUDA (`-m gpu`), the same on a CUDA fp16 package. CMake, Ninja and nlohmann_json come from the `test` extra
-(pip), libpng / libjpeg and a C++ compiler from the system: skipped, with the reason, where one is missing.
+CPU fp32 .pt2 once per module (its contract embedded, as `mp-deploy build` does), and checks that
+mp_infer's float output (--npy) equals Engine.load(...).run(...) within 1e-4 relative L2; then what the C++
+side refuses (issue 13): sidecars that break the schema or differ from the contract inside the package,
+plugins from elsewhere, images above the pixel cap, two outputs on one file, and a failed commit, each
+with one `mp_infer: error:` line and no output left; and a seeded fuzz of sidecars and image bytes. With
+CUDA (`-m gpu`), the same parity on a CUDA fp16 package. CMake, Ninja and nlohmann_json come from the `test`
+extra (pip), libpng / libjpeg and a C++ compiler from the system: skipped, with the reason, where one is
+missing.
 """
 import importlib.util
 import json
 import os
+import random
 import shutil
 import subprocess
 import sysconfig
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from helpers.artifact_edits import (black_png, build_plugin, copy_artifact, edit_meta, jpeg_with_size, read_meta,
+                                    rebind, rewrite_contract)
+from helpers.mutations import mutate_image, mutate_sidecar
+from mp_deploy.artifacts import MAX_PIXELS, ArtifactError, contract_of, read_sidecar, sidecar_path
+from mp_deploy.util import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 64  # the package's one input size (64 is the model's multiple)
@@ -95,7 +108,7 @@ def _export(task: str, folder: Path, device: str = "cpu", precision: str = "fp32
 
     One refinement step instead of three: the C++ path is the same and the compile takes half as long.
     """
-    from mp_deploy.artifacts import Sidecar, describe_io, gpu_info, write_sidecar
+    from mp_deploy.artifacts import Sidecar, describe_io, embed_contract_pt2, gpu_info, write_sidecar
     from mp_deploy.configs import preset_to_dict
     from mp_deploy.export.networks import to_precision
     from mp_deploy.models import seeded_model
@@ -117,6 +130,7 @@ def _export(task: str, folder: Path, device: str = "cpu", precision: str = "fp32
                    shapes={"batch": [1, 1, 1], "height": [SIZE] * 3, "width": [SIZE] * 3, "multiple_of": 64},
                    input=inp, output=out, source={"seeded": "tiny", "refine_steps": 1},
                    gpu=gpu_info() if device == "cuda" else None)
+    embed_contract_pt2(path, side.contract())
     write_sidecar(path, side)
     return path
 
@@ -146,6 +160,19 @@ def _image(path: Path, h: int, w: int, seed: int = 0) -> np.ndarray:
 
 def _run(exe, *args):
     return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+def _compiler() -> str:
+    return next(shutil.which(c) for c in ("cc", "gcc", "clang", "c++") if shutil.which(c))
+
+
+def _python_depth(engine, img: np.ndarray) -> np.ndarray:
+    """Engine.run on an RGB uint8 image, resized (bilinear) to the package's size first as mp_infer does."""
+    if img.shape[:2] == (SIZE, SIZE):
+        return engine.run(img)["depth"].numpy()
+    x = torch.from_numpy(img).permute(2, 0, 1)[None].float() * (1 / 255)
+    x = torch.nn.functional.interpolate(x, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+    return engine.run(x)["depth"].numpy()
 
 
 def _rel_l2(a, b) -> float:
@@ -179,9 +206,7 @@ def test_resized_input_and_jpeg(mp_infer, depth_pt2, engine, tmp_path):
     r = _run(mp_infer, "--engine", depth_pt2, "--input", tmp_path / "in.png", "--output", tmp_path / "vis.png",
              "--raw", tmp_path / "depth16.png", "--npy", tmp_path / "depth.npy")
     assert r.returncode == 0, r.stderr
-    x = torch.from_numpy(img).permute(2, 0, 1)[None].float() * (1 / 255)
-    x = torch.nn.functional.interpolate(x, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
-    assert _rel_l2(np.load(tmp_path / "depth.npy"), engine.run(x)["depth"].numpy()) <= PARITY
+    assert _rel_l2(np.load(tmp_path / "depth.npy"), _python_depth(engine, img)) <= PARITY
     assert np.array(Image.open(tmp_path / "depth16.png")).shape == (100, 80)
     assert np.array(Image.open(tmp_path / "vis.png")).shape == (100, 80)  # grayscale without --colormap
 
@@ -189,13 +214,6 @@ def test_resized_input_and_jpeg(mp_infer, depth_pt2, engine, tmp_path):
     r = _run(mp_infer, "--engine", depth_pt2, "--input", tmp_path / "in.jpg", "--output", tmp_path / "jpg.png")
     assert r.returncode == 0, r.stderr
     assert np.array(Image.open(tmp_path / "jpg.png")).shape == (100, 80)
-
-
-def _copy(pt2: Path, folder: Path, name: str) -> Path:
-    dst = folder / name
-    shutil.copyfile(pt2, dst)
-    shutil.copyfile(str(pt2) + ".json", str(dst) + ".json")
-    return dst
 
 
 def _corrupt(path: Path) -> Path:
@@ -223,7 +241,7 @@ def _truncate(path: Path) -> Path:
 def test_errors(mp_infer, depth_pt2, tmp_path, case, message):
     image = tmp_path / "in.png"
     _image(image, SIZE, SIZE)
-    engine = _copy(depth_pt2, tmp_path, "model.pt2")
+    engine = copy_artifact(depth_pt2, tmp_path, "model.pt2")
     out = tmp_path / "out"
     out.mkdir()
     output = out / "depth.png"
@@ -234,7 +252,7 @@ def test_errors(mp_infer, depth_pt2, tmp_path, case, message):
     elif case == "corrupted artifact":
         _corrupt(engine)
     elif case == "wrong engine kind":
-        engine = _copy(depth_pt2, tmp_path, "model.engine")
+        engine = copy_artifact(depth_pt2, tmp_path, "model.engine")
     elif case == "missing image":
         image = tmp_path / "absent.png"
     elif case == "not an image":
@@ -274,6 +292,355 @@ def test_seg_and_pose_match_python(mp_infer, task, tmp_path):
 def test_bad_arguments(mp_infer, tmp_path):
     r = _run(mp_infer, "--engine", tmp_path / "x.pt2")
     assert r.returncode == 2 and "usage" in r.stderr
+
+
+# ---------------------------------------------------------------- what the C++ side refuses (issue 13)
+
+def _refused(r, out: Path, message: str, rc: int = 1) -> None:
+    """mp_infer failed with `rc`, one `mp_infer: error:` line (for rc 1) holding `message`, and no output."""
+    assert r.returncode == rc, f"exit {r.returncode}, stderr:\n{r.stderr}"
+    assert message in r.stderr, r.stderr
+    if rc == 1:
+        assert r.stderr.count("\n") == 1 and r.stderr.startswith("mp_infer: error: "), r.stderr
+    assert sorted(p.name for p in out.iterdir()) == [], "output left behind"
+
+
+def _run_all(exe, pt2: Path, image: Path, out: Path):
+    return _run(exe, "--engine", pt2, "--input", image, "--output", out / "vis.png", "--raw", out / "raw.png",
+                "--npy", out / "depth.npy")
+
+
+def _set(path: str, value):
+    """An edit of a sidecar field given by its dotted path ("shapes.height", "plugins")."""
+    def edit(meta):
+        *parents, last = path.split(".")
+        node = meta
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    return edit
+
+
+def _drop(key: str):
+    return lambda meta: meta.pop(key)
+
+
+SIDECAR_EDITS = {  # name: (edit of the sidecar alone, what the message names)
+    "task -> seg": (_set("task", "seg"), "preset.task 'depth' differs from task 'seg'"),
+    "unknown task": (_set("task", "banana"), "task is 'banana', not one of depth, seg, pose"),
+    "shapes widened": (_set("shapes.height", [64, 64, 128]), "sidecar field 'shapes' differs from the contract"),
+    "shapes inconsistent": (_set("shapes.width", [64, 128, 64]), "shapes.width [64,128,64] is not min <= opt <= max"),
+    "plugin by absolute path": (_set("plugins", [{"name": "/any/path/x.so", "sha256": "0" * 64}]),
+                                "plugins[0].name '/any/path/x.so' does not match"),
+    "plugin outside the folder": (_set("plugins", [{"name": "../x.so", "sha256": "0" * 64}]),
+                                  "plugins[0].name '../x.so'"),
+    "plugins as plain strings": (_set("plugins", ["x.so"]), "plugins[0] must be an object, got string"),
+    "height as a string": (_set("shapes.height", ["64", 64, 64]), "shapes.height[0] must be an integer, got string"),
+    "scale as a list": (_set("input.scale", [1]), "input.scale must be a number, got array"),
+    "integer as a float": (_set("shapes.multiple_of", 64.0), "shapes.multiple_of must be an integer, got 64.0"),
+    "unknown backend": (_set("backend", "banana"), "backend is 'banana', not one of onnx, aoti, tensorrt"),
+    "unknown device": (_set("device", "banana"), "device is 'banana'"),
+    "unknown field": (_set("output.colour", "red"), "output has an unknown field 'colour'"),
+    "missing field": (_drop("input"), "the JSON lacks input"),
+    "null file_bytes": (_set("file_bytes", None), "file_bytes must not be null"),
+    "old format": (_set("format", "mp-deploy-artifact/1"), 'has format "mp-deploy-artifact/1"'),
+    "cuda without gpu": (_set("device", "cuda"), "gpu is null: a cuda artifact must name its gpu"),
+}
+
+
+@pytest.mark.parametrize("case", list(SIDECAR_EDITS) + ["wrong JSON", "not an object"])
+def test_sidecar_edits_refused(mp_infer, depth_pt2, tmp_path, case):
+    """Every sidecar field is checked against the one schema (compiled in from mp_deploy/artifact_schema.json)
+    and the cross-field rules; an edit is refused with a message naming the field, and nothing is written."""
+    pt2 = copy_artifact(depth_pt2, tmp_path, "model.pt2")
+    _image(tmp_path / "in.png", SIZE, SIZE)
+    out = tmp_path / "out"
+    out.mkdir()
+    if case == "wrong JSON":
+        sidecar_path(pt2).write_text(sidecar_path(pt2).read_text()[:-20])
+        message = "is not valid JSON"
+    elif case == "not an object":
+        sidecar_path(pt2).write_text("[1, 2]")
+        message = "the JSON must be an object, got array"
+    else:
+        edit, message = SIDECAR_EDITS[case]
+        edit_meta(pt2, edit)
+    _refused(_run_all(mp_infer, pt2, tmp_path / "in.png", out), out, message)
+
+
+def _seg_output(meta):
+    """A consistent relabelling of the depth package as a seg one: schema and cross-field rules pass."""
+    meta["task"] = meta["preset"]["task"] = "seg"
+    meta["preset"]["num_classes"] = 150
+    meta["output"] = {"name": "logits", "kind": "segmentation", "num_classes": 150, "stride": 1,
+                      "postprocess": "argmax over classes", "dtype": "float32"}
+
+
+@pytest.mark.parametrize("case, message", [
+    ("sidecar relabelled seg", "sidecar field 'task' differs from the contract inside the artifact"),
+    ("max_depth 10 for 10.0", "sidecar field 'output' differs"),  # as Python's json.dumps comparison
+    ("contract widened inside", "sidecar field 'shapes' differs"),
+    ("no contract", "holds no contract (extra/mp_deploy_contract.json)"),
+    ("compressed contract", "is compressed or encrypted, not stored"),
+    ("contract not JSON", "the contract inside"),
+    ("contract lacks a field", "does not have the fields"),
+])
+def test_embedded_contract(mp_infer, depth_pt2, tmp_path, case, message):
+    """The sidecar is compared field by field with the contract inside the .pt2; a sidecar consistent in
+    itself but not with its package, or a package without a readable contract, is refused."""
+    pt2 = copy_artifact(depth_pt2, tmp_path, "model.pt2")
+    _image(tmp_path / "in.png", SIZE, SIZE)
+    out = tmp_path / "out"
+    out.mkdir()
+    contract = contract_of(read_meta(pt2))
+    if case == "sidecar relabelled seg":
+        edit_meta(pt2, _seg_output)
+    elif case == "max_depth 10 for 10.0":
+        edit_meta(pt2, _set("output.max_depth", 10))
+    elif case == "contract widened inside":
+        rewrite_contract(pt2, {**contract, "shapes": {**contract["shapes"], "width": [64, 64, 128]}})
+    elif case == "no contract":
+        rewrite_contract(pt2, None)
+    elif case == "compressed contract":
+        rewrite_contract(pt2, contract, compress=True)
+    elif case == "contract not JSON":
+        rewrite_contract(pt2, "{not json")
+    else:
+        rewrite_contract(pt2, {k: v for k, v in contract.items() if k != "plugins"})
+    assert sha256_file(pt2) == read_meta(pt2)["file_sha256"]  # the package matches its sidecar: only the contract tells
+    _refused(_run_all(mp_infer, pt2, tmp_path / "in.png", out), out, message)
+
+
+def test_shape_guard(mp_infer, depth_pt2, tmp_path):
+    """Whatever the image's size, the package only ever sees the 64x64 input it was built for (images that do
+    not fit are resized; the backend checks the shape again right before it runs), and the outputs come back
+    at the image's size."""
+    for h, w in [(1, 1), (63, 130), (65, 64)]:
+        _image(tmp_path / "in.png", h, w, seed=h)
+        r = _run(mp_infer, "--engine", depth_pt2, "--input", tmp_path / "in.png", "--output", tmp_path / "vis.png",
+                 "--npy", tmp_path / "depth.npy")
+        assert r.returncode == 0, r.stderr
+        assert np.load(tmp_path / "depth.npy").shape == (1, 1, SIZE, SIZE)
+        assert np.array(Image.open(tmp_path / "vis.png")).shape == (h, w)
+
+
+@pytest.mark.parametrize("case", ["absolute path", "beside but not in the contract", "replaced after signing",
+                                  "signed and beside"])
+def test_plugins(mp_infer, depth_pt2, tmp_path, case):
+    """Plugin libraries load only from the artifact's folder, by plain name, with the sha256 the contract
+    inside the package names; anything else is refused before dlopen (their constructors never run)."""
+    pt2 = copy_artifact(depth_pt2, tmp_path, "model.pt2")
+    _image(tmp_path / "in.png", SIZE, SIZE)
+    out = tmp_path / "out"
+    out.mkdir()
+    marker = tmp_path / "loaded.txt"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    if case == "absolute path":
+        lib = build_plugin(_compiler(), elsewhere, "libx.so", marker)
+        edit_meta(pt2, _set("plugins", [{"name": str(lib), "sha256": sha256_file(lib)}]))
+        message = f"plugins[0].name '{lib}"
+    elif case == "beside but not in the contract":
+        lib = build_plugin(_compiler(), tmp_path, "libx.so", marker)
+        edit_meta(pt2, _set("plugins", [{"name": lib.name, "sha256": sha256_file(lib)}]))
+        message = "sidecar field 'plugins' differs from the contract"
+    else:
+        lib = build_plugin(_compiler(), tmp_path, "libx.so", marker)
+        rebind(pt2, _set("plugins", [{"name": lib.name, "sha256": sha256_file(lib)}]))
+        if case == "signed and beside":
+            r = _run(mp_infer, "--engine", pt2, "--input", tmp_path / "in.png", "--npy", out / "depth.npy")
+            assert r.returncode == 0, r.stderr
+            assert marker.read_text() == "loaded\n"  # dlopened from the artifact's folder
+            return
+        build_plugin(_compiler(), tmp_path, "libx.so", tmp_path / "other.txt")  # same name, other code
+        marker = tmp_path / "other.txt"
+        message = "(plugin library) does not match the checksum in its sidecar"
+    _refused(_run_all(mp_infer, pt2, tmp_path / "in.png", out), out, message)
+    assert not marker.exists(), "the plugin's code ran"
+
+
+def _peak_rss(exe, *args) -> tuple[int, str, int]:
+    """Exit status, stderr and peak resident memory (KB) of one run (killed after 120 s: a hang fails)."""
+    with open(os.devnull, "rb") as null, subprocess.Popen([str(exe), *map(str, args)], stdin=null,
+                                                           stderr=subprocess.PIPE, text=True) as proc:
+        timer = threading.Timer(120, proc.kill)
+        timer.start()
+        try:
+            stderr = proc.stderr.read()  # one line: the pipe cannot fill
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, stderr, usage.ru_maxrss
+
+
+@pytest.mark.parametrize("kind", ["png", "jpeg"])
+def test_pixel_cap(mp_infer, depth_pt2, tmp_path, kind):
+    """A 10000x10000 image is refused from its header, before its pixels are decoded or allocated (the
+    schema's max_pixels, as in Python): well under the 300 MB its pixels alone would take."""
+    image = tmp_path / f"big.{kind}"
+    if kind == "png":
+        image.write_bytes(black_png(10000, 10000))
+    else:
+        Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "small.jpg")
+        image.write_bytes(jpeg_with_size((tmp_path / "small.jpg").read_bytes(), 10000, 10000))
+    out = tmp_path / "out"
+    out.mkdir()
+    rc, stderr, rss = _peak_rss(mp_infer, "--engine", depth_pt2, "--input", image, "--output", out / "vis.png")
+    assert rc == 1, stderr
+    assert f"is 10000x10000: 100000000 pixels, more than the {MAX_PIXELS}" in stderr, stderr
+    assert list(out.iterdir()) == []
+    _, _, baseline = _peak_rss(mp_infer, "--engine", depth_pt2, "--input", tmp_path / "absent.png", "--output",
+                               out / "vis.png")  # the process alone (libtorch loaded), refused at the same place
+    assert rss - baseline < 100 * 1024, f"{rss} KB resident, {baseline} KB without the image"
+
+
+@pytest.mark.parametrize("outputs, message", [
+    (("--output", "x.png", "--raw", "x.png"), "--raw and --output are the same file"),
+    (("--output", "x.png", "--npy", "sub/../x.png"), "--npy and --output are the same file"),
+    (("--output", "in.png"), "--output and --input are the same file"),
+    (("--npy", "model.pt2.json"), "--npy and --engine's sidecar are the same file"),
+])
+def test_same_output_path(mp_infer, depth_pt2, tmp_path, outputs, message):
+    """Two outputs on one file (compared after resolving the folder), or an output on an input, is a usage
+    error (exit 2) before anything runs."""
+    pt2 = copy_artifact(depth_pt2, tmp_path, "model.pt2")
+    _image(tmp_path / "in.png", SIZE, SIZE)
+    (tmp_path / "sub").mkdir()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    args = [a if a.startswith("--") else tmp_path / a for a in outputs]
+    r = _run(mp_infer, "--engine", pt2, "--input", tmp_path / "in.png", *args)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_failed_commit_leaves_nothing(mp_infer, depth_pt2, tmp_path):
+    """The last rename fails (a folder is in the way of --raw): the renames already done are undone, a file
+    that was at an output path before is put back, and no temporary is left."""
+    _image(tmp_path / "in.png", SIZE, SIZE)
+    out = tmp_path / "out"
+    (out / "raw.png").mkdir(parents=True)
+    (out / "vis.png").write_text("the previous preview")
+    r = _run_all(mp_infer, depth_pt2, tmp_path / "in.png", out)  # written: depth.npy, vis.png, then raw.png
+    assert r.returncode == 1 and "cannot rename onto" in r.stderr and "raw.png" in r.stderr, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["raw.png", "vis.png"]
+    assert (out / "vis.png").read_text() == "the previous preview"
+    assert list((out / "raw.png").iterdir()) == []
+
+
+# ---------------------------------------------------------------- fuzz
+
+FUZZ_SEED = int(os.environ.get("MP_FUZZ_SEED", "13"))
+FUZZ_CASES = int(os.environ.get("MP_FUZZ_CASES", "30"))  # about 25 s on 2 idle cores: most are refused at once
+
+
+def _python_accepts(pt2: Path) -> bool:
+    try:
+        read_sidecar(pt2)
+        return True
+    except ArtifactError:
+        return False
+
+
+def _contract_changed(meta: dict, data: bytes) -> bool:
+    try:
+        mutated = json.loads(data)
+        return json.dumps(contract_of(mutated), sort_keys=True) != json.dumps(contract_of(meta), sort_keys=True)
+    except Exception:  # not JSON, not an object, a contract field gone: not the same contract
+        return True
+
+
+def _problems(r, out: Path) -> list[str]:
+    """What is wrong with one mp_infer run whatever its input: a signal, another exit status, not one
+    error line, a file left behind by a failure or a missing / extra file after a success."""
+    if r.returncode < 0:
+        return [f"killed by signal {-r.returncode}"]
+    if r.returncode not in (0, 1):
+        return [f"exit status {r.returncode}"]
+    left = sorted(p.name for p in out.iterdir())
+    if r.returncode == 1:
+        lines = r.stderr.splitlines()
+        bad = [] if len(lines) == 1 and lines[0].startswith("mp_infer: error: ") else [f"stderr {r.stderr!r:.300}"]
+        return bad + ([f"left {left}"] if left else [])
+    return [] if left == ["depth.npy", "vis.png"] else [f"outputs {left}"]
+
+
+def _image_result_problems(engine, image: Path, out: Path) -> list[str]:
+    """A mutated image mp_infer ran: the result has the package's shape, the preview the image's size, and
+    where PIL decodes the same bytes to the same size, the result is Engine.run's on PIL's pixels."""
+    got = np.load(out / "depth.npy")
+    if got.shape != (1, 1, SIZE, SIZE) or not np.isfinite(got).all():
+        return [f"result {got.shape}"]
+    size = np.array(Image.open(out / "vis.png")).shape[:2]
+    try:
+        with Image.open(image) as im:
+            pixels = np.array(im.convert("RGB"))
+    except Exception:  # damage PIL refuses and libpng / libjpeg accept (e.g. a broken ancillary chunk)
+        return []
+    if pixels.shape[:2] != size:
+        return [f"decoded as {size}, PIL says {pixels.shape[:2]}"]
+    return [] if _rel_l2(got, _python_depth(engine, pixels)) <= PARITY else ["differs from Engine.run on PIL's pixels"]
+
+
+def _fuzz_cases(rng: random.Random, pt2: Path, images: dict, root: Path) -> list[tuple]:
+    """FUZZ_CASES folders, each with the package (a hard link), a sidecar and an image, one of them mutated:
+    (folder, image, what was done, the mutated sidecar or None)."""
+    meta = read_meta(pt2)
+    cases = []
+    for i in range(FUZZ_CASES):
+        folder = root / f"case{i}"
+        (folder / "out").mkdir(parents=True)
+        try:
+            os.link(pt2, folder / "model.pt2")
+        except OSError:  # another file system
+            shutil.copyfile(pt2, folder / "model.pt2")
+        sidecar, image = None, images[".png"]
+        if i % 2 == 0:
+            sidecar, what = mutate_sidecar(rng, meta)
+        else:
+            suffix = rng.choice([".png", ".jpg"])
+            data, what = mutate_image(rng, images[suffix].read_bytes())
+            image = folder / f"in{suffix}"
+            image.write_bytes(data)
+        sidecar_path(folder / "model.pt2").write_bytes(sidecar or sidecar_path(pt2).read_bytes())
+        cases.append((folder, image, what, sidecar))
+    return cases
+
+
+def test_fuzz_mp_infer(mp_infer, depth_pt2, engine, tmp_path):
+    """Seeded random mutations of the sidecar (values, types, deleted / added fields, raw text) and of image
+    bytes (truncation, bit flips, header edits) against mp_infer. Every run ends in exit 0 with the right
+    result or exit 1 with one `mp_infer: error:` line: no signal, no hang (the timeout), no file left
+    behind, no success on a changed contract field, and the same verdict as Python's read_sidecar (one
+    schema). MP_FUZZ_SEED / MP_FUZZ_CASES change the seed and the number of cases; two run at a time."""
+    images = {".png": tmp_path / "in.png", ".jpg": tmp_path / "in.jpg"}
+    reference = _python_depth(engine, _image(images[".png"], SIZE, SIZE))
+    _image(images[".jpg"], 100, 80)
+    cases = _fuzz_cases(random.Random(FUZZ_SEED), depth_pt2, images, tmp_path)
+
+    def run(case):
+        folder, image = case[:2]
+        return _run(mp_infer, "--engine", folder / "model.pt2", "--input", image, "--output",
+                    folder / "out" / "vis.png", "--npy", folder / "out" / "depth.npy")
+
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(run, cases))
+    meta, failures = read_meta(depth_pt2), []
+    for i, ((folder, image, what, sidecar), r) in enumerate(zip(cases, runs)):
+        out = folder / "out"
+        problems = _problems(r, out)
+        if sidecar is not None:
+            if r.returncode == 0 and _contract_changed(meta, sidecar):
+                problems.append("success on a changed contract field")
+            if (r.returncode == 0) != _python_accepts(folder / "model.pt2"):
+                problems.append(f"Python's read_sidecar {'refuses' if r.returncode == 0 else 'accepts'} it")
+            if r.returncode == 0 and not problems and _rel_l2(np.load(out / "depth.npy"), reference) > PARITY:
+                problems.append("a different result")
+        elif r.returncode == 0 and not problems:
+            problems += _image_result_problems(engine, image, out)
+        if problems:
+            failures.append(f"case {i} ({what}): {'; '.join(problems)} | {r.stderr.strip()[:200]}")
+    assert not failures, "\n".join(failures)
 
 
 @pytest.mark.gpu

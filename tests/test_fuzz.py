@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.mutations import paths
 from mp_deploy.artifacts import contract_of, sidecar_path
 from mp_deploy.checkpoints import load_model, save_checkpoint
 from mp_deploy.engine import Engine
@@ -28,20 +29,10 @@ def _values(rng: random.Random):
                        [64, 64, 64], {}, {"name": "x"}, "a" * 5000])
 
 
-def _paths(tree, prefix=()):
-    yield prefix
-    if isinstance(tree, dict):
-        for k, v in tree.items():
-            yield from _paths(v, prefix + (k,))
-    elif isinstance(tree, list):
-        for i, v in enumerate(tree):
-            yield from _paths(v, prefix + (i,))
-
-
 def mutate_json(meta: dict, rng: random.Random) -> dict:
     """One random structural mutation: replace, delete, add, perturb a number or duplicate a sibling."""
     meta = copy.deepcopy(meta)
-    path = rng.choice([p for p in _paths(meta) if p])
+    path = rng.choice([p for p in paths(meta) if p])
     parent = meta
     for key in path[:-1]:
         parent = parent[key]

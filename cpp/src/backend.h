@@ -10,8 +10,17 @@ namespace mp {
 
 class Backend {
  public:
+  explicit Backend(const ShapeRange& shapes) : shapes_(shapes) {}
   virtual ~Backend() = default;
-  virtual Tensor run(const Tensor& input) = 0;
+  // The shape guard, where the compiled graph is: an input of a shape the artifact was not built for never
+  // reaches it (a package reads out of bounds on one), whoever called.
+  Tensor run(const Tensor& input);
+
+ protected:
+  virtual Tensor forward(const Tensor& input) = 0;
+
+ private:
+  ShapeRange shapes_;  // verified against the contract inside the artifact
 };
 
 #ifdef MP_DEPLOY_WITH_TORCH

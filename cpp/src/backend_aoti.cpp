@@ -15,25 +15,31 @@ namespace {
 
 const std::string kTorchVersion = std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR);
 
-// Custom-op libraries (e.g. Torch-TensorRT's runtime) register their ops when loaded; the package needs them.
+// Custom-op libraries register their ops when loaded; the package needs them. The sidecar's plugins are
+// verified files in the artifact's folder (read_sidecar: plain names, sha256); a torch-tensorrt package also
+// needs Torch-TensorRT's runtime, found by name on the library path as any system library (never from the
+// sidecar).
 void load_op_libraries(const Sidecar& s) {
-  std::vector<std::string> libs = s.plugin_libraries;
-  bool listed = !libs.empty();
-  if (s.backend == "torch-tensorrt" && !listed) libs.push_back("libtorchtrt_runtime.so");
-  for (const auto& lib : libs)
-    if (!dlopen(lib.c_str(), RTLD_NOW | RTLD_GLOBAL) && listed) {
+  for (const auto& lib : s.plugin_libraries)
+    if (!dlopen(lib.c_str(), RTLD_NOW | RTLD_GLOBAL)) {
       const char* why = dlerror();
       throw Error("cannot load op library " + lib + " listed in " + s.path + ": " + (why ? why : "?"));
     }
+  if (s.backend == "torch-tensorrt" && !dlopen("libtorchtrt_runtime.so", RTLD_NOW | RTLD_GLOBAL)) {
+    const char* why = dlerror();
+    throw Error("a torch-tensorrt package needs libtorchtrt_runtime.so on the library path: " +
+                std::string(why ? why : "?"));
+  }
 }
 
 class AotiBackend : public Backend {
  public:
   AotiBackend(const std::string& path, const Sidecar& s, const LoadOptions& options)
-      : device_(c10::kCPU), dtype_(s.input_dtype == "float16" ? at::kHalf : at::kFloat) {
-    if (options.check_machine && !s.torch_version.empty() && !same_version(s.torch_version, kTorchVersion, 2))
-      throw Error(path + " is an AOTInductor package from torch " + s.torch_version + ", this is libtorch " +
-                  kTorchVersion + ": re-export it with this torch");
+      : Backend(s.shapes), device_(c10::kCPU), dtype_(s.input_dtype == "float16" ? at::kHalf : at::kFloat) {
+    if (options.check_machine && !same_version(s.torch_version, kTorchVersion, 2))
+      throw Error(path + " is an AOTInductor package from torch " +
+                  (s.torch_version.empty() ? "unknown (versions.torch is null)" : s.torch_version) +
+                  ", this is libtorch " + kTorchVersion + ": re-export it with this torch");
     c10::DeviceIndex index = -1;
     if (s.device == "cuda") {
       if (!torch::cuda::is_available())
@@ -53,7 +59,7 @@ class AotiBackend : public Backend {
     }
   }
 
-  Tensor run(const Tensor& input) override {
+  Tensor forward(const Tensor& input) override {
     c10::InferenceMode guard;
     at::Tensor x = at::from_blob(const_cast<float*>(input.data.data()), input.shape, at::kFloat);
     std::vector<at::Tensor> outputs;

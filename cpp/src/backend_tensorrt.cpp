@@ -57,7 +57,7 @@ size_t element_size(nvinfer1::DataType t, const std::string& name) {
 class TensorRTBackend : public Backend {
  public:
   TensorRTBackend(const std::string& path, const Sidecar& s, const LoadOptions& options)
-      : input_(s.input_name), output_(s.output_name) {
+      : Backend(s.shapes), input_(s.input_name), output_(s.output_name) {
     if (options.check_machine) check_machine(path, s, options.device_index);
     check_cuda(cudaSetDevice(options.device_index), "cudaSetDevice");
     register_plugins(s);
@@ -74,14 +74,8 @@ class TensorRTBackend : public Backend {
                   "plugin is missing): " + logger().last_error);
     context_.reset(engine_->createExecutionContext());
     if (!context_) throw Error("cannot create a TensorRT execution context for " + path);
-    bool has_in = false, has_out = false;
-    for (int i = 0; i < engine_->getNbIOTensors(); ++i) {
-      std::string name = engine_->getIOTensorName(i);
-      has_in |= name == input_ && engine_->getTensorIOMode(name.c_str()) == nvinfer1::TensorIOMode::kINPUT;
-      has_out |= name == output_ && engine_->getTensorIOMode(name.c_str()) == nvinfer1::TensorIOMode::kOUTPUT;
-    }
-    if (!has_in || !has_out)
-      throw Error(path + " has no input '" + input_ + "' or output '" + output_ + "' as its sidecar says");
+    check_tensors(path);
+    check_profile(path, s.shapes);
     check_cuda(cudaStreamCreate(&stream_), "cudaStreamCreate");
   }
 
@@ -89,7 +83,7 @@ class TensorRTBackend : public Backend {
     if (stream_) cudaStreamDestroy(stream_);
   }
 
-  Tensor run(const Tensor& input) override {
+  Tensor forward(const Tensor& input) override {
     nvinfer1::Dims dims{};
     dims.nbDims = int(input.shape.size());
     for (int i = 0; i < dims.nbDims; ++i) dims.d[i] = input.shape[i];
@@ -135,10 +129,49 @@ class TensorRTBackend : public Backend {
   }
 
  private:
+  // A plan holds no contract: its tensors must at least be exactly the contract's input and output.
+  void check_tensors(const std::string& path) const {
+    int count = engine_->getNbIOTensors();
+    bool has_in = false, has_out = false;
+    for (int i = 0; i < count; ++i) {
+      std::string name = engine_->getIOTensorName(i);
+      has_in |= name == input_ && engine_->getTensorIOMode(name.c_str()) == nvinfer1::TensorIOMode::kINPUT;
+      has_out |= name == output_ && engine_->getTensorIOMode(name.c_str()) == nvinfer1::TensorIOMode::kOUTPUT;
+    }
+    if (count != 2 || !has_in || !has_out)
+      throw Error(path + ": the engine's " + std::to_string(count) + " I/O tensors are not the sidecar's input '" +
+                  input_ + "' and output '" + output_ + "' (input.name, output.name)");
+  }
+
+  // ...and the shapes it was built for must be the sidecar's: each static dimension equal to a fixed range,
+  // each dynamic one with the range of the engine's optimization profile.
+  void check_profile(const std::string& path, const ShapeRange& shapes) const {
+    nvinfer1::Dims dims = engine_->getTensorShape(input_.c_str());
+    if (dims.nbDims != 4 || (dims.d[1] != 3 && dims.d[1] != -1))
+      throw Error(path + ": the engine's input '" + input_ + "' is not (B, 3, H, W)");
+    const std::pair<int, const int*> axes[3] = {{0, shapes.batch}, {2, shapes.height}, {3, shapes.width}};
+    const char* names[4] = {"shapes.batch", "", "shapes.height", "shapes.width"};
+    for (const auto& [axis, range] : axes) {
+      int64_t lo = dims.d[axis], hi = dims.d[axis];
+      if (lo < 0) {
+        if (engine_->getNbOptimizationProfiles() < 1)
+          throw Error(path + ": the engine has a dynamic input and no optimization profile");
+        lo = engine_->getProfileShape(input_.c_str(), 0, nvinfer1::OptProfileSelector::kMIN).d[axis];
+        hi = engine_->getProfileShape(input_.c_str(), 0, nvinfer1::OptProfileSelector::kMAX).d[axis];
+      }
+      if (lo != range[0] || hi != range[2])
+        throw Error(path + ": the engine was built for " + names[axis] + " [" + std::to_string(lo) + ", " +
+                    std::to_string(hi) + "], its sidecar says [" + std::to_string(range[0]) + ", " +
+                    std::to_string(range[2]) + "]");
+    }
+  }
+
   static void check_machine(const std::string& path, const Sidecar& s, int device) {
-    if (!s.tensorrt_version.empty() && !same_version(s.tensorrt_version, kTensorRTVersion, 3))
-      throw Error(path + " was built with TensorRT " + s.tensorrt_version + ", this library uses TensorRT " +
-                  kTensorRTVersion + ": engines do not carry across versions, rebuild it");
+    if (!same_version(s.tensorrt_version, kTensorRTVersion, 3))
+      throw Error(path + " was built with TensorRT " +
+                  (s.tensorrt_version.empty() ? "unknown (versions.tensorrt is null)" : s.tensorrt_version) +
+                  ", this library uses TensorRT " + kTensorRTVersion +
+                  ": engines do not carry across versions, rebuild it");
     int count = 0;
     if (cudaGetDeviceCount(&count) != cudaSuccess || count <= device)
       throw Error(path + " is a TensorRT engine; this machine has no CUDA device " + std::to_string(device));
@@ -152,8 +185,9 @@ class TensorRTBackend : public Backend {
       throw Error(path + " was built for compute capability " + s.gpu_compute_capability + ", this GPU is " + cc);
   }
 
-  // TensorRT's own plugins, then any plugin library the sidecar lists (plugins embedded in the engine, such
-  // as the AOT Python plugins of kernels/tensorrt_plugins.py, need nothing here).
+  // TensorRT's own plugins, then the sidecar's plugin libraries, verified by read_sidecar (plain names in the
+  // artifact's folder, sha256) before this loads them (plugins embedded in the engine, such as the AOT
+  // Python plugins of kernels/tensorrt_plugins.py, need nothing here).
   static void register_plugins(const Sidecar& s) {
     static std::once_flag once;
     std::call_once(once, [] { initLibNvInferPlugins(&logger(), ""); });

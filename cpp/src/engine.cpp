@@ -75,15 +75,22 @@ float half_to_float(uint16_t h) {
   return f;
 }
 
+Tensor Backend::run(const Tensor& input) {
+  const auto& d = input.shape;
+  if (d.size() != 4 || d[1] != 3) throw Error("the network input must be (B, 3, H, W)");
+  std::string why = shapes_.why_not(d[0], d[2], d[3]);
+  if (!why.empty()) throw Error("refused network input: " + why);
+  if (input.data.size() != size_t(input.numel())) throw Error("the network input holds too few or too many values");
+  return forward(input);
+}
+
 Engine::Engine(Sidecar sidecar, std::unique_ptr<Backend> backend)
     : sidecar_(std::move(sidecar)), backend_(std::move(backend)) {}
 
 Engine::~Engine() = default;
 
 std::unique_ptr<Engine> Engine::load(const std::string& path, const LoadOptions& options) {
-  Sidecar s = read_sidecar(path, options);
-  if (s.layout != "NCHW") throw Error(path + ": input layout " + s.layout + " is not supported (NCHW only)");
-  if (s.color != "RGB" && s.color != "BGR") throw Error(path + ": input colour order " + s.color + " is not supported");
+  Sidecar s = read_sidecar(path, options);  // layout, colour order and the rest: known values (the schema)
   std::unique_ptr<Backend> backend;
   if (s.backend == "aoti" || s.backend == "torch-tensorrt") {
 #ifdef MP_DEPLOY_WITH_TORCH
@@ -99,27 +106,26 @@ std::unique_ptr<Engine> Engine::load(const std::string& path, const LoadOptions&
     throw Error(path + " is a TensorRT engine; this build of mp_deploy_cpp has no TensorRT (configure with "
                 "-DTensorRT_ROOT=<TensorRT folder>)");
 #endif
-  } else {
-    throw Error(path + ": backend '" + s.backend + "' has no C++ runner here (ONNX: use ONNX Runtime)");
+  } else {  // read_sidecar refuses ONNX already
+    throw Error(path + ": backend '" + s.backend + "' has no C++ runner");
   }
   return std::unique_ptr<Engine>(new Engine(std::move(s), std::move(backend)));
 }
 
 void Engine::network_size(int image_height, int image_width, int* height, int* width) const {
-  // As Engine.check_shape: within [min, max], and a multiple of multiple_of where the range is dynamic.
-  const Sidecar& s = sidecar_;
-  auto fits = [&s](int value, const int range[3]) {
-    return range[0] <= value && value <= range[2] && (range[0] == range[2] || value % s.multiple_of == 0);
-  };
-  bool ok = !s.has_shapes || (fits(image_height, s.height) && fits(image_width, s.width));
-  *height = ok ? image_height : s.height[1];
-  *width = ok ? image_width : s.width[1];
+  const ShapeRange& r = sidecar_.shapes;
+  bool ok = r.why_not(r.batch[0], image_height, image_width).empty();
+  *height = ok ? image_height : r.height[1];
+  *width = ok ? image_width : r.width[1];
 }
 
 Tensor Engine::preprocess(const Image& image) const {
   const Sidecar& s = sidecar_;
-  if (image.channels != 3) throw Error("expected an RGB image");
   int h = image.height, w = image.width, net_h, net_w;
+  if (image.channels != 3) throw Error("expected an RGB image");
+  if (h <= 0 || w <= 0) throw Error("the image is empty");
+  if (int64_t(h) * w > max_pixels()) throw Error("the image" + too_many_pixels(w, h));
+  if (image.pixels.size() != size_t(h) * w * 3) throw Error("the image holds too few or too many pixels for its size");
   network_size(h, w, &net_h, &net_w);
   // Planes first (x * scale - mean) / std, as in Engine.preprocess (mean 0, std 1: exactly pixels * scale).
   std::vector<float> planes(size_t(3) * h * w);
@@ -130,13 +136,19 @@ Tensor Engine::preprocess(const Image& image) const {
       planes[c * plane + i] = (float(image.pixels[3 * i + src]) * s.scale - s.mean[c]) / s.std[c];
   }
   if (net_h != h || net_w != w) planes = resize_bilinear(planes.data(), 3, h, w, net_h, net_w);
-  // A batch of one, or the engine's minimum batch (the image repeated; only the first result is used).
-  int batch = s.has_shapes ? std::max(1, s.batch[0]) : 1;
+  // The engine's minimum batch (the image repeated; only the first result is used).
+  int batch = s.shapes.batch[0];
   Tensor t;
   t.shape = {batch, 3, net_h, net_w};
   t.data.reserve(size_t(batch) * planes.size());
   for (int b = 0; b < batch; ++b) t.data.insert(t.data.end(), planes.begin(), planes.end());
   return t;
+}
+
+// The output's channels per task, from the verified contract; a backend's output is checked against them
+// before any postprocessing indexes into it.
+static int64_t expected_channels(const Sidecar& s) {
+  return s.task == "depth" ? 1 : s.task == "seg" ? s.num_classes : s.num_keypoints;
 }
 
 Result Engine::run(const Image& image) {
@@ -148,8 +160,11 @@ Result Engine::run(const Image& image) {
   r.width = image.width;
   r.height = image.height;
   r.raw = backend_->run(input);
-  if (r.raw.shape.size() != 4 || r.raw.shape[0] != input.shape[0])
-    throw Error("unexpected output shape from " + s.output_name + " (expected (B, C, h, w))");
+  const auto& d = r.raw.shape;
+  if (d.size() != 4 || d[0] != input.shape[0] || d[1] != expected_channels(s) || d[2] <= 0 || d[3] <= 0 ||
+      d[2] > net_h || d[3] > net_w || r.raw.data.size() != size_t(r.raw.numel()))
+    throw Error("unexpected output shape from " + s.output_name + " (expected (" + std::to_string(input.shape[0]) +
+                ", " + std::to_string(expected_channels(s)) + ", h, w))");
   for (float v : r.raw.data)
     if (!std::isfinite(v)) throw Error("the " + s.precision + " output contains NaN or inf");
   int c = int(r.raw.shape[1]), h = int(r.raw.shape[2]), w = int(r.raw.shape[3]);

@@ -1,8 +1,4 @@
-// PNG (libpng) and JPEG (libjpeg) reading, PNG / .npy writing, atomic output files.
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
+// PNG (libpng) and JPEG (libjpeg) reading, PNG / .npy writing (output files: output_file.cpp).
 #include <cerrno>
 #include <csetjmp>
 #include <cstdio>  // before jpeglib.h, which uses FILE without including it
@@ -14,6 +10,7 @@
 
 #include "mp_deploy/engine.h"
 #include "mp_deploy/image.h"
+#include "process.h"
 
 namespace mp {
 namespace {
@@ -51,7 +48,10 @@ Image read_png(const std::string& path) {
   png_init_io(png, f.get());
   png_read_info(png, info);
   png_uint_32 width = png_get_image_width(png, info), height = png_get_image_height(png, info);
-  if (uint64_t(width) * height > (uint64_t(1) << 28)) png_error(png, "image too large");
+  if (int64_t(width) * height > max_pixels()) {  // from the header, before any pixel buffer exists
+    png_destroy_read_struct(&png, &info, nullptr);
+    throw Error("image " + path + too_many_pixels(width, height));
+  }
   png_set_strip_16(png);
   png_set_packing(png);                 // 1, 2, 4-bit -> 8-bit
   png_set_palette_to_rgb(png);
@@ -108,12 +108,12 @@ Image read_jpeg(const std::string& path) {
   jpeg_create_decompress(&cinfo);
   jpeg_stdio_src(&cinfo, f.get());
   jpeg_read_header(&cinfo, TRUE);
+  if (int64_t(cinfo.image_width) * cinfo.image_height > max_pixels()) {  // before any decoding buffer exists
+    jpeg_destroy_decompress(&cinfo);
+    throw Error("image " + path + too_many_pixels(cinfo.image_width, cinfo.image_height));
+  }
   cinfo.out_color_space = JCS_RGB;  // gray and YCbCr both come out as RGB
   jpeg_start_decompress(&cinfo);
-  if (uint64_t(cinfo.output_width) * cinfo.output_height > (uint64_t(1) << 28)) {
-    jpeg_destroy_decompress(&cinfo);
-    throw Error("JPEG " + path + " is too large");
-  }
   img.width = int(cinfo.output_width);
   img.height = int(cinfo.output_height);
   img.pixels.resize(size_t(img.width) * img.height * 3);
@@ -203,50 +203,6 @@ void write_npy(FILE* f, const std::vector<int64_t>& shape, const std::vector<flo
             std::fwrite(header.data(), 1, header.size(), f) == header.size() &&
             std::fwrite(data.data(), sizeof(float), data.size(), f) == data.size();  // little-endian hosts
   if (!ok) throw Error("cannot write .npy data (disk full?)");
-}
-
-OutputFile::OutputFile(const std::string& path) : path_(path) {
-  size_t slash = path.find_last_of('/');
-  std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
-  std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
-  if (name.empty()) throw Error("output path " + path + " names a folder, not a file");
-  std::string pattern = dir + "/." + name + ".XXXXXX";
-  std::vector<char> buf(pattern.begin(), pattern.end());
-  buf.push_back('\0');
-  int fd = mkstemp(buf.data());
-  if (fd < 0) throw Error("cannot create output " + path + ": " + std::strerror(errno));
-  mode_t mask = umask(0);  // mkstemp makes 0600; give the final file the usual 0666 & ~umask
-  umask(mask);
-  fchmod(fd, 0666 & ~mask);
-  tmp_ = buf.data();
-  file_ = fdopen(fd, "wb");
-  if (!file_) {
-    close(fd);
-    unlink(tmp_.c_str());
-    throw Error("cannot open output " + tmp_);
-  }
-}
-
-OutputFile::OutputFile(OutputFile&& other) noexcept : path_(std::move(other.path_)), tmp_(std::move(other.tmp_)),
-                                                      file_(other.file_) {
-  other.file_ = nullptr;
-  other.tmp_.clear();
-}
-
-OutputFile::~OutputFile() {
-  if (file_) std::fclose(file_);
-  if (!tmp_.empty()) unlink(tmp_.c_str());
-}
-
-void OutputFile::commit() {
-  if (tmp_.empty()) return;
-  bool ok = std::fflush(file_) == 0 && fsync(fileno(file_)) == 0;
-  ok = std::fclose(file_) == 0 && ok;
-  file_ = nullptr;
-  if (!ok) throw Error("cannot write " + path_ + ": " + std::strerror(errno));
-  if (std::rename(tmp_.c_str(), path_.c_str()) != 0)
-    throw Error("cannot rename onto " + path_ + ": " + std::strerror(errno));
-  tmp_.clear();
 }
 
 }  // namespace mp

@@ -5,6 +5,11 @@
 
 namespace mp {
 
+std::string too_many_pixels(int64_t width, int64_t height) {
+  return " is " + std::to_string(width) + "x" + std::to_string(height) + ": " + std::to_string(width * height) +
+         " pixels, more than the " + std::to_string(max_pixels()) + " an engine takes (resize it first)";
+}
+
 std::vector<float> resize_bilinear(const float* src, int channels, int h, int w, int out_h, int out_w) {
   std::vector<float> out(size_t(channels) * out_h * out_w);
   float sy = float(h) / out_h, sx = float(w) / out_w;

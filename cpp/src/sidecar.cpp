@@ -1,20 +1,22 @@
-// Reads <artifact>.json and checks it against the artifact, like read_sidecar in mp_deploy/artifacts.py.
+// Reads <artifact>.json and checks it against the schema and the artifact, like read_sidecar in
+// mp_deploy/artifacts.py (machine checks are the backends').
 #include <sys/stat.h>
 
-#include <algorithm>
 #include <fstream>
-#include <map>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
+#include "contract.h"
 #include "mp_deploy/engine.h"
+#include "schema.h"
 #include "sha256.h"
 
 namespace mp {
 namespace {
 
-const char* kFormat = "mp-deploy-artifact/1";
-const std::map<std::string, std::string> kSuffix = {
-    {"onnx", ".onnx"}, {"aoti", ".pt2"}, {"tensorrt", ".engine"}, {"torch-tensorrt", ".pt2"}};
+using json = nlohmann::json;
+
+const int64_t kMaxSidecarBytes = 1 << 20;
 
 std::string suffix_of(const std::string& path) {
   size_t slash = path.find_last_of('/'), dot = path.find_last_of('.');
@@ -24,7 +26,7 @@ std::string suffix_of(const std::string& path) {
 
 std::string folder_of(const std::string& path) {
   size_t slash = path.find_last_of('/');
-  return slash == std::string::npos ? "." : path.substr(0, slash);
+  return slash == std::string::npos ? "." : path.substr(0, slash == 0 ? 1 : slash);
 }
 
 bool is_file(const std::string& path, int64_t* size = nullptr) {
@@ -34,130 +36,149 @@ bool is_file(const std::string& path, int64_t* size = nullptr) {
   return true;
 }
 
-// "string" / 1.5 fields with a default, so an older sidecar without a key still loads.
-std::string str(const nlohmann::json& j, const char* key, const std::string& fallback = "") {
+json parse_sidecar(const std::string& path) {
+  int64_t size = 0;
+  is_file(path, &size);
+  if (size > kMaxSidecarBytes)
+    throw Error("sidecar " + path + " is " + std::to_string(size) + " bytes: too large to be a sidecar");
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  if (!in) throw Error("cannot read sidecar " + path);
+  try {
+    return json::parse(text.str());
+  } catch (const json::exception& e) {
+    throw Error("sidecar " + path + " is not valid JSON: " + e.what());
+  }
+}
+
+// A file named by the sidecar: a plain name (the schema's pattern says so too; checked again before the
+// name becomes a path), in the artifact's folder, with the recorded size and sha256.
+std::string check_beside(const std::string& artifact, const std::string& name, const std::string& field,
+                         const std::string& sha256, int64_t bytes, bool verify_checksum) {
+  if (name.empty() || name[0] == '.' || name.find_first_of("/\\") != std::string::npos)
+    throw Error(field + " '" + printable(name) + "' is not a plain file name beside " + artifact);
+  std::string path = folder_of(artifact) + "/" + name;
+  int64_t size = 0;
+  if (!is_file(path, &size)) throw Error(path + " (" + field + " of " + artifact + ") is missing");
+  if (bytes >= 0 && size != bytes)
+    throw Error(path + " (" + field + ") is " + std::to_string(size) + " bytes, sidecar says " + std::to_string(bytes) +
+                ": truncated or replaced");
+  if (verify_checksum && sha256_file(path) != sha256)
+    throw Error(path + " (" + field + ") does not match the checksum in its sidecar: corrupted or replaced");
+  return path;
+}
+
+std::string str_or_empty(const json& j, const char* key) {
   auto it = j.find(key);
-  return it != j.end() && it->is_string() ? it->get<std::string>() : fallback;
+  return it != j.end() && it->is_string() ? it->get<std::string>() : "";
 }
 
-double num(const nlohmann::json& j, const char* key, double fallback = 0) {
-  auto it = j.find(key);
-  return it != j.end() && it->is_number() ? it->get<double>() : fallback;
-}
-
-void read_range(const nlohmann::json& shapes, const char* key, int out[3], const std::string& where) {
-  auto it = shapes.find(key);
-  if (it == shapes.end() || !it->is_array() || it->size() != 3)
-    throw Error(where + ": shapes." + key + " must be [min, opt, max]");
-  for (int i = 0; i < 3; ++i) out[i] = (*it)[i].get<int>();
-}
-
-// A `plugins` entry that names a shared library (as opposed to a plugin embedded in the engine).
-bool is_library(const std::string& s) {
-  return s.find(".so") != std::string::npos || s.find(".dll") != std::string::npos ||
-         s.find(".dylib") != std::string::npos;
+// The struct from a validated sidecar: every field read here has its type and range from the schema.
+Sidecar to_struct(const json& j, const std::string& path) {
+  Sidecar s;
+  s.path = path;
+  s.task = j["task"];
+  s.backend = j["backend"];
+  s.device = j["device"];
+  s.precision = j["precision"];
+  s.size = j["size"];
+  const json& shapes = j["shapes"];
+  for (int i = 0; i < 3; ++i) {
+    s.shapes.batch[i] = shapes["batch"][i];
+    s.shapes.height[i] = shapes["height"][i];
+    s.shapes.width[i] = shapes["width"][i];
+  }
+  s.shapes.multiple_of = shapes["multiple_of"];
+  const json& in = j["input"];
+  s.input_name = in["name"];
+  s.input_dtype = in["dtype"];
+  s.layout = in["layout"];
+  s.color = in["color"];
+  s.scale = in["scale"].get<float>();
+  for (int c = 0; c < 3; ++c) {
+    s.mean[c] = in["mean"][c].get<float>();
+    s.std[c] = in["std"][c].get<float>();
+  }
+  const json& out = j["output"];
+  s.output_name = out["name"];
+  s.output_kind = out["kind"];
+  s.output_dtype = out["dtype"];
+  s.stride = out["stride"];
+  s.num_classes = out.value("num_classes", 0);
+  s.num_keypoints = out.value("num_keypoints", 0);
+  s.max_depth = out.value("max_depth", 0.0);
+  s.png16_scale = out.value("png16_scale", 0.0);
+  s.file_sha256 = j["file_sha256"];
+  s.file_bytes = j["file_bytes"];
+  s.torch_version = str_or_empty(j["versions"], "torch");
+  s.tensorrt_version = str_or_empty(j["versions"], "tensorrt");
+  if (!j["gpu"].is_null()) {
+    s.gpu_name = j["gpu"]["name"];
+    s.gpu_compute_capability = j["gpu"]["compute_capability"];
+  }
+  return s;
 }
 
 }  // namespace
 
+int64_t max_pixels() {
+  static const int64_t cap = artifact_schema()["max_pixels"].get<int64_t>();
+  return cap;
+}
+
+std::string ShapeRange::why_not(int64_t b, int64_t h, int64_t w) const {
+  // As Engine.check_shape: within [min, max], and a multiple of multiple_of where the range is dynamic.
+  auto check = [this](const char* name, int64_t value, const int range[3], bool spatial) -> std::string {
+    if (value < range[0] || value > range[2])
+      return std::string(name) + " " + std::to_string(value) + " is outside the range the artifact was built for [" +
+             std::to_string(range[0]) + ", " + std::to_string(range[2]) + "]";
+    if (spatial && range[0] != range[2] && value % multiple_of)
+      return std::string(name) + " " + std::to_string(value) + " is not a multiple of " + std::to_string(multiple_of) +
+             " (dynamic range)";
+    return "";
+  };
+  std::string why = check("batch", b, batch, false);
+  if (why.empty()) why = check("height", h, height, true);
+  if (why.empty()) why = check("width", w, width, true);
+  return why;
+}
+
 Sidecar read_sidecar(const std::string& artifact, const LoadOptions& options) {
   int64_t size = 0;
   if (!is_file(artifact, &size)) throw Error("artifact not found: " + artifact);
-  Sidecar s;
-  s.path = artifact + ".json";
-  if (!is_file(s.path))
-    throw Error(artifact + " has no sidecar " + s.path + ": re-export it with export/build_engine.py");
-
-  nlohmann::json j;
+  const std::string side = artifact + ".json";
+  if (!is_file(side)) throw Error(artifact + " has no sidecar " + side + ": re-export it with `mp-deploy build`");
+  json j = parse_sidecar(side);
+  const json& schema = artifact_schema();
+  if (j.is_object() && j.value("format", json()) != schema["format"])
+    throw Error("sidecar " + side + " has format " + printable(j.value("format", json()).dump()) + ", expected " +
+                schema["format"].dump() + ": re-export it with `mp-deploy build`");
   try {
-    std::ifstream in(s.path);
-    j = nlohmann::json::parse(in);
-  } catch (const std::exception& e) {
-    throw Error("sidecar " + s.path + " is not valid JSON: " + e.what());
+    check_schema(schema["sidecar"], j);
+    check_consistency(j);
+  } catch (const Error& e) {
+    throw Error("sidecar " + side + ": " + e.what());
   }
-  try {
-    if (str(j, "format") != kFormat)
-      throw Error("sidecar " + s.path + " has format '" + str(j, "format") + "', expected '" + kFormat + "'");
-    s.backend = str(j, "backend");
-    auto expected = kSuffix.find(s.backend);
-    if (expected == kSuffix.end()) throw Error("unknown backend '" + s.backend + "' in " + s.path);
-    if (expected->second != suffix_of(artifact))
-      throw Error(artifact + ": sidecar says backend '" + s.backend + "' (" + expected->second + "), file is " +
-                  (suffix_of(artifact).empty() ? "without a suffix" : suffix_of(artifact)));
-    s.task = str(j, "task");
-    s.device = str(j, "device", "cpu");
-    s.precision = str(j, "precision", "fp32");
-    s.size = str(j, "size");
-
-    auto shapes = j.find("shapes");
-    if (shapes != j.end() && shapes->is_object()) {
-      s.has_shapes = true;
-      read_range(*shapes, "batch", s.batch, s.path);
-      read_range(*shapes, "height", s.height, s.path);
-      read_range(*shapes, "width", s.width, s.path);
-      s.multiple_of = std::max(1, int(num(*shapes, "multiple_of", 1)));
-    }
-
-    const auto& in = j.at("input");
-    s.input_name = str(in, "name", "images");
-    s.input_dtype = str(in, "dtype", "float32");
-    s.layout = str(in, "layout", "NCHW");
-    s.color = str(in, "color", "RGB");
-    s.scale = float(num(in, "scale", 1.0 / 255.0));
-    for (int c = 0; c < 3; ++c) {
-      if (in.contains("mean")) s.mean[c] = in["mean"].at(c).get<float>();
-      if (in.contains("std")) s.std[c] = in["std"].at(c).get<float>();
-    }
-
-    const auto& out = j.at("output");
-    s.output_name = str(out, "name");
-    s.output_kind = str(out, "kind");
-    s.output_dtype = str(out, "dtype", "float32");
-    s.stride = int(num(out, "stride", 1));
-    s.num_classes = int(num(out, "num_classes"));
-    s.num_keypoints = int(num(out, "num_keypoints"));
-    s.max_depth = num(out, "max_depth");
-    s.png16_scale = num(out, "png16_scale", 1000.0);
-
-    s.file_sha256 = str(j, "file_sha256");
-    s.file_bytes = int64_t(num(j, "file_bytes", -1));
-    if (j.contains("versions") && j["versions"].is_object()) {
-      s.torch_version = str(j["versions"], "torch");
-      s.tensorrt_version = str(j["versions"], "tensorrt");
-    }
-    if (j.contains("gpu") && j["gpu"].is_object()) {
-      s.gpu_name = str(j["gpu"], "name");
-      s.gpu_compute_capability = str(j["gpu"], "compute_capability");
-    }
-    // `plugins`: a list of plugin ids (embedded in the engine, nothing to load) and / or shared libraries
-    // (plain paths or {"library": path}); relative library paths are next to the artifact.
-    if (j.contains("plugins") && j["plugins"].is_array()) {
-      for (const auto& p : j["plugins"]) {
-        std::string lib = p.is_string() ? p.get<std::string>() : p.is_object() ? str(p, "library") : "";
-        if (lib.empty() || !is_library(lib)) continue;
-        if (lib[0] != '/' && is_file(folder_of(artifact) + "/" + lib)) lib = folder_of(artifact) + "/" + lib;
-        s.plugin_libraries.push_back(lib);
-      }
-    }
-  } catch (const nlohmann::json::exception& e) {
-    throw Error("sidecar " + s.path + " is incomplete: " + e.what());
-  }
-
-  if (s.task != "depth" && s.task != "seg" && s.task != "pose")
-    throw Error("sidecar " + s.path + " has unknown task '" + s.task + "'");
-  if (s.file_bytes >= 0 && size != s.file_bytes)
-    throw Error(artifact + " is " + std::to_string(size) + " bytes, sidecar says " + std::to_string(s.file_bytes) +
+  const std::string backend = j["backend"], expected = schema["backend_suffix"].value(backend, "");
+  if (expected != suffix_of(artifact))
+    throw Error(artifact + ": sidecar says backend '" + backend + "' (" + expected + "), file is " +
+                (suffix_of(artifact).empty() ? "without a suffix" : suffix_of(artifact)));
+  if (backend == "onnx")
+    throw Error(artifact + ": this C++ library cannot read the contract inside an ONNX model (protobuf metadata) "
+                "and runs none; use the Python runtime (ONNX Runtime)");
+  if (size != j["file_bytes"].get<int64_t>())
+    throw Error(artifact + " is " + std::to_string(size) + " bytes, sidecar says " + j["file_bytes"].dump() +
                 ": truncated or replaced");
-  if (options.verify_checksum) {
-    if (s.file_sha256.empty()) throw Error("sidecar " + s.path + " has no file_sha256");
-    if (sha256_file(artifact) != s.file_sha256)
-      throw Error(artifact + " does not match the checksum in its sidecar: corrupted or replaced");
-    for (const auto& extra : j.value("extra_files", nlohmann::json::array())) {
-      std::string p = folder_of(artifact) + "/" + str(extra, "name");
-      if (!is_file(p) || sha256_file(p) != str(extra, "sha256"))
-        throw Error(p + " (external data of " + artifact + ") is missing or does not match its checksum");
-    }
-  }
+  if (options.verify_checksum && sha256_file(artifact) != j["file_sha256"])
+    throw Error(artifact + " does not match the checksum in its sidecar: corrupted or replaced");
+  for (const auto& extra : j["extra_files"])
+    check_beside(artifact, extra["name"], "external data", extra["sha256"], extra["bytes"], options.verify_checksum);
+  Sidecar s = to_struct(j, side);
+  for (const auto& plugin : j["plugins"])  // always hashed: these are loaded as native code
+    s.plugin_libraries.push_back(check_beside(artifact, plugin["name"], "plugin library", plugin["sha256"], -1, true));
+  if (backend == "aoti" || backend == "torch-tensorrt") check_embedded_contract(artifact, j);
+  // a TensorRT plan cannot hold the contract: its checksum binds it, and the backend checks its tensors
   return s;
 }
 

@@ -2,8 +2,12 @@
 //
 //   mp_infer --engine FILE --input IMAGE --output OUT.png [--raw OUT16.png] [--npy OUT.npy] [--colormap]
 //
-// Every output is written under a temporary name and renamed only once all of them are complete, so a
-// failed run leaves none behind. Errors go to stderr with exit status 1 (2 for bad arguments).
+// Every output is written under a temporary name and renamed only once all of them are complete, all or
+// none (a failed rename undoes the others), so a failed run leaves none behind. Errors are one line on
+// stderr, `mp_infer: error: ...`, with exit status 1 (2 for bad arguments).
+#include <limits.h>
+#include <stdlib.h>
+
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -28,10 +32,47 @@ const char* kUsage =
     "  --colormap  colour-map the depth preview\n"
     "Pose keypoints are printed to stdout as 'index x y score' in image pixels.\n";
 
+void usage(std::ostream& out) {
+  out << kUsage << "Images of more than " << mp::max_pixels() << " pixels (the artifact schema's max_pixels) are "
+      << "refused from their header.\n";
+}
+
 struct Args {
   std::string engine, input, output, raw, npy;
   bool colormap = false;
 };
+
+// The file an output path names: its folder resolved (links, ., ..), its own name kept (it may not exist
+// yet, and a link there is replaced by the rename, not followed).
+std::string as_output(const std::string& path) {
+  size_t slash = path.find_last_of('/');
+  std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  char buf[PATH_MAX];
+  if (!realpath(dir.c_str(), buf)) return path;  // a missing folder: creating the output says so
+  return std::string(buf) + (buf[1] ? "/" : "") + path.substr(slash == std::string::npos ? 0 : slash + 1);
+}
+
+// Two outputs on one file would overwrite each other; an output on an input would destroy it.
+bool distinct_paths(const Args& a) {
+  std::vector<std::pair<std::string, std::string>> taken;  // resolved path, option
+  for (const auto& [path, option] : {std::pair{a.engine, "--engine"}, {a.engine + ".json", "--engine's sidecar"},
+                                     {a.input, "--input"}}) {
+    taken.push_back({as_output(path), option});
+    char buf[PATH_MAX];
+    if (realpath(path.c_str(), buf)) taken.push_back({buf, option});
+  }
+  for (const auto& [path, option] : {std::pair{a.output, "--output"}, {a.raw, "--raw"}, {a.npy, "--npy"}}) {
+    if (path.empty()) continue;
+    std::string file = as_output(path);
+    for (const auto& [other, other_option] : taken)
+      if (file == other) {
+        std::cerr << "mp_infer: " << option << " and " << other_option << " are the same file: " << path << "\n";
+        return false;
+      }
+    taken.push_back({file, option});
+  }
+  return true;
+}
 
 bool parse(int argc, char** argv, Args* a) {
   std::map<std::string, std::string*> values = {{"--engine", &a->engine}, {"--input", &a->input},
@@ -39,7 +80,7 @@ bool parse(int argc, char** argv, Args* a) {
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "-h" || arg == "--help") {
-      std::cout << kUsage;
+      usage(std::cout);
       std::exit(0);
     }
     if (arg == "--colormap") {
@@ -59,7 +100,7 @@ bool parse(int argc, char** argv, Args* a) {
     std::cerr << "mp_infer: give at least one of --output, --raw, --npy\n";
     return false;
   }
-  return true;
+  return distinct_paths(*a);
 }
 
 std::vector<uint16_t> depth_png16(const std::vector<float>& depth, double scale) {
@@ -117,7 +158,7 @@ int run(const Args& a) {
     files.emplace_back(a.output);
     mp::write_png(files.back().file(), drawn);
   }
-  for (auto& f : files) f.commit();
+  mp::commit_all(files);
   for (size_t k = 0; k < r.keypoints.size(); ++k)
     std::printf("%zu %.2f %.2f %.5f\n", k, r.keypoints[k].x, r.keypoints[k].y, r.keypoints[k].score);
   return 0;
@@ -128,13 +169,18 @@ int run(const Args& a) {
 int main(int argc, char** argv) {
   Args args;
   if (!parse(argc, argv, &args)) {
-    std::cerr << kUsage;
+    usage(std::cerr);
     return 2;
   }
   try {
     return run(args);
   } catch (const std::exception& e) {  // mp::Error, and anything a backend lets through
-    std::cerr << "mp_infer: error: " << e.what() << "\n";
-    return 1;
+    std::string message = e.what();
+    for (char& c : message)  // one line (a backend's message may span several)
+      if (c == '\n' || c == '\r') c = ' ';
+    std::cerr << "mp_infer: error: " << message << "\n";
+  } catch (...) {
+    std::cerr << "mp_infer: error: an unknown exception\n";
   }
+  return 1;
 }

@@ -28,14 +28,21 @@ struct Tensor {
   int64_t numel() const;
 };
 
-// The parts of the sidecar the C++ side uses (see describe_io in mp_deploy/artifacts.py).
+// The shape range an artifact was built for: [min, opt, max] per dimension; height and width are multiples
+// of multiple_of where their range is dynamic.
+struct ShapeRange {
+  int batch[3] = {1, 1, 1}, height[3] = {0, 0, 0}, width[3] = {0, 0, 0};
+  int multiple_of = 1;
+  // "" when a (batch, height, width) input is one the artifact was built for, else what is wrong with it.
+  std::string why_not(int64_t batch, int64_t height, int64_t width) const;
+};
+
+// The parts of the sidecar the C++ side uses (see describe_io in mp_deploy/artifacts.py), read after every
+// field was validated against mp_deploy/artifact_schema.json and against the contract inside the artifact.
 struct Sidecar {
   std::string path;  // of the sidecar itself
   std::string task, backend, device, precision, size;
-  // shapes: [min, opt, max]; has_shapes is false for a sidecar without limits
-  bool has_shapes = false;
-  int batch[3] = {1, 1, 1}, height[3] = {0, 0, 0}, width[3] = {0, 0, 0};
-  int multiple_of = 1;
+  ShapeRange shapes;
   // input
   std::string input_name = "images", input_dtype = "float32", layout = "NCHW", color = "RGB";
   float scale = 1.0f / 255.0f;
@@ -47,12 +54,12 @@ struct Sidecar {
   // integrity and provenance
   std::string file_sha256;
   int64_t file_bytes = -1;
-  std::vector<std::string> plugin_libraries;  // resolved paths of `plugins` entries that are libraries
-  std::string torch_version, tensorrt_version, gpu_name, gpu_compute_capability;
+  std::vector<std::string> plugin_libraries;  // paths of verified `plugins`: plain names in the artifact's folder
+  std::string torch_version, tensorrt_version, gpu_name, gpu_compute_capability;  // "" when null
 };
 
 struct LoadOptions {
-  bool verify_checksum = true;  // SHA-256 of the artifact against the sidecar (reads the whole file)
+  bool verify_checksum = true;  // SHA-256 of the artifact and its extra files (reads them whole); plugins always
   bool check_machine = true;    // CUDA present, same GPU / compute capability, same torch / TensorRT version
   int device_index = 0;         // CUDA device for cuda artifacts
 };
@@ -70,8 +77,16 @@ struct Result {
   std::vector<Keypoint> keypoints;  // pose: one per keypoint
 };
 
-// Reads and checks <artifact>.json against the artifact (format, backend vs suffix, size, checksum).
+// Reads <artifact>.json and checks it: every field against the schema (mp_deploy/artifact_schema.json,
+// compiled in) and the cross-field rules, the backend against the suffix, the artifact's size and checksum,
+// its extra files and plugin libraries (plain names in its folder, sha256), and the contract inside the
+// artifact field by field. ONNX models are refused (their contract is protobuf metadata: use the Python
+// runtime). Throws mp::Error naming the field or file.
 Sidecar read_sidecar(const std::string& artifact, const LoadOptions& options = {});
+
+// The most pixels (height * width) an image may have, checked before decoding or converting it; the
+// schema's max_pixels, equal to Python's mp_deploy.artifacts.MAX_PIXELS.
+int64_t max_pixels();
 
 class Backend;
 
@@ -84,9 +99,10 @@ class Engine {
   const std::string& task() const { return sidecar_.task; }
 
   // The network input size used for an image: its own size if the engine accepts it, else the sidecar's
-  // optimal size (the image is then resized, and the outputs resized back).
+  // optimal size (the image is then resized, and the outputs resized back). The backend checks the final
+  // input against the shape range again, right before it runs.
   void network_size(int image_height, int image_width, int* height, int* width) const;
-  // RGB uint8 image -> float NCHW network input (resize, colour order, scale, mean / std).
+  // RGB uint8 image (at most max_pixels()) -> float NCHW network input (resize, colour order, scale, mean / std).
   Tensor preprocess(const Image& image) const;
   Result run(const Image& image);
 

@@ -14,11 +14,17 @@ struct Image {
   std::vector<uint8_t> pixels;
 };
 
-// PNG or JPEG (detected from the file's first bytes), converted to RGB. Throws mp::Error.
+// PNG or JPEG (detected from the file's first bytes), converted to RGB. Throws mp::Error, also for an image
+// of more than max_pixels() (mp_deploy/engine.h) pixels, from its header before anything is decoded.
 Image read_image(const std::string& path);
 
-// A file written under a temporary name in the destination folder and renamed onto it by commit():
-// a failed run leaves no partial output. Without commit() the temporary is removed.
+class OutputFile;
+// Renames every file onto its path, or none: when one rename fails, the ones already done are undone (a
+// file that was at a path before is put back) and mp::Error is thrown.
+void commit_all(std::vector<OutputFile>& files);
+
+// A file written under a temporary name in the destination folder and renamed onto it by commit() (or
+// commit_all): a failed run leaves no partial output. Without a commit the temporary is removed.
 class OutputFile {
  public:
   explicit OutputFile(const std::string& path);
@@ -32,6 +38,10 @@ class OutputFile {
   void commit();  // flush, close, rename
 
  private:
+  friend void commit_all(std::vector<OutputFile>& files);
+  void finish();              // flush, fsync, close: the temporary is complete
+  std::string install();      // rename it onto path_; returns the backup of a file that was there ("" if none)
+  void undo(const std::string& backup);  // after install(): put back what was at path_ before
   std::string path_, tmp_;
   FILE* file_ = nullptr;
 };
