@@ -197,11 +197,21 @@ def load_source(spec: BuildSpec):
             "(untrained: for export and speed checks only)")
         return model.eval(), {"sd_weights": str(spec.sd_weights), "sha256": sha256_file(spec.sd_weights),
                               "heads": "initialised"}
-    size = spec.model_size or "tiny"
-    model = seeded_model(spec.task, size=size, seed=DEFAULT_SEED, **overrides)
-    log(f"no --checkpoint: building the bundled default, the {size} config with seeded random weights (seed "
-        f"{DEFAULT_SEED}). A trained demo model comes with a later release; its outputs are not meaningful yet.")
-    return model, {"seeded": size, "seed": DEFAULT_SEED, "rule": SEEDED_RULE}
+    if spec.model_size is None:  # the bundled demo model, trained on synthetic scenes (mp_deploy.demo)
+        from mp_deploy import demo
+
+        path = demo.checkpoint(spec.task)
+        model = load_model(path)
+        if spec.preset not in (None, model.preset.name):
+            raise UsageError(f"the bundled {spec.task} demo model is preset {model.preset.name}, not {spec.preset}: "
+                             "give --checkpoint, or --model-size for seeded random weights")
+        log(f"no --checkpoint: the bundled demo model ({model.size.name}, preset {model.preset.name}, trained on "
+            "synthetic scenes; docs/training.md)")
+        return model.float().eval(), {"checkpoint": str(path), "sha256": sha256_file(path), "demo": spec.task}
+    model = seeded_model(spec.task, size=spec.model_size, seed=DEFAULT_SEED, **overrides)
+    log(f"--model-size {spec.model_size} without --checkpoint: seeded random weights (seed {DEFAULT_SEED}), for "
+        "export and speed checks; the outputs are not meaningful")
+    return model, {"seeded": spec.model_size, "seed": DEFAULT_SEED, "rule": SEEDED_RULE}
 
 
 def artifact_name(network: TaskNetwork, backend: str, device: str) -> str:

@@ -37,6 +37,7 @@ class MetaPromptsBackbone(nn.Module):
     def __init__(self, size: SizeConfig, refine_steps: int, num_prompts: int, per_step_prompts: bool):
         super().__init__()
         self.refine_steps = refine_steps
+        self.grad_checkpointing = False  # training: recompute UNet blocks in the backward pass (less memory)
         self.vae = VAEEncoder(size.vae).requires_grad_(False)  # frozen, as in the reference
         self.unet = build_unet(size.unet)
         self.step_embeddings = nn.Parameter(torch.randn(refine_steps, size.embed_dim))
@@ -52,7 +53,7 @@ class MetaPromptsBackbone(nn.Module):
         batch = latent.shape[0]
         emb = self.step_embeddings[step].unsqueeze(0).expand(batch, -1)
         prompts = self.prompts(step, batch)
-        return unet_features(self.unet, latent, emb, prompts), prompts
+        return unet_features(self.unet, latent, emb, prompts, self.grad_checkpointing), prompts
 
     def next_latent(self, f0: torch.Tensor) -> torch.Tensor:
         """The next pass's input: SD's own output head applied to the last pass's stride-8 feature."""

@@ -387,11 +387,13 @@ def save_official(model: MetaPromptsModel, path) -> None:
 
 def save_checkpoint(model: MetaPromptsModel, path, dtype: torch.dtype | None = None) -> None:
     """safetensors with the model's task, size and preset as metadata; written atomically. `dtype` (e.g.
-    torch.float16 for shipped weights) casts the floating-point tensors; loading casts them back."""
+    torch.float16 for shipped weights) casts the floating-point parameters; loading casts them back. Buffers
+    (BatchNorm running statistics) keep their dtype: a running variance can exceed fp16's range."""
     meta = {"format": FORMAT_TAG, "task": model.task, "size": model.size.name,
             "preset": json.dumps(preset_to_dict(model.preset))}
-    state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous()
-             for k, v in model.state_dict().items()}
+    params = {k for k, _ in model.named_parameters()}
+    state = {k: (v.to(dtype) if dtype is not None and k in params and v.is_floating_point() else v).detach()
+             .contiguous() for k, v in model.state_dict().items()}
     atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
 
 

@@ -20,6 +20,11 @@ COMMANDS = {
     "build": ("mp_deploy.export.build_engine", "export a task model to deployable engines (ONNX, AOTInductor, TensorRT)"),
     "bench": ("mp_deploy.latency", "latency of every backend side by side, per stage and end to end"),
     "golden": ("mp_deploy.golden", "parity with the reference implementation on its golden tensors"),
+    "train": ("mp_deploy.train.command", "train a task model (one process or torchrun), resumable"),
+    "eval": ("mp_deploy.train.eval_command", "a model's (or a trivial baseline's) metrics on a held-out split"),
+    "serve": ("mp_deploy.serve.server", "serve artifacts on Triton Inference Server (PyTriton), HTTP and gRPC"),
+    "triton-repo": ("mp_deploy.serve.repo", "a Triton model repository of artifacts, for NVIDIA's Triton container"),
+    "predict": ("mp_deploy.prediction.command", "depth maps, masks and keypoints of your images, folders and videos"),
 }
 
 
@@ -52,6 +57,11 @@ def add_runs(parser: argparse.ArgumentParser, default: int | None, help: str = "
     parser.add_argument("--runs", type=positive_int, default=default, help=help)
 
 
+def add_batch_size(parser: argparse.ArgumentParser, help: str, default: int | None = None) -> None:
+    parser.add_argument("--batch-size", type=positive_int, default=default,
+                        help=f"samples per engine call: {help}")
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -76,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mp-deploy", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train, export and ship Meta Prompts models (depth, segmentation, pose).",
-        epilog="commands:\n" + "\n".join(f"  {name:10s} {help}" for name, (_, help) in COMMANDS.items())
+        epilog="commands:\n" + "\n".join(f"  {name:12s} {help}" for name, (_, help) in COMMANDS.items())
         + "\n\n`mp-deploy COMMAND --help` for a command's options.")
     parser.add_argument("command", choices=list(COMMANDS), metavar="COMMAND", help="one of: " + ", ".join(COMMANDS))
     return parser

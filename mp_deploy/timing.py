@@ -17,6 +17,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from mp_deploy.util import atomic_write
+
 FLUSH_BYTES = 256 << 20  # > the L2 of any current GPU
 
 
@@ -192,11 +194,14 @@ def write_results(stem: str | Path, meta: dict, rows: list[dict], fields: list[s
     """<stem>.json (meta + rows) and <stem>.csv (one line per row, or per `csv_rows`, each prefixed by the
     `key` columns, e.g. device and model): the one results format of every benchmark. Returns the stem."""
     stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{stem}.json").write_text(json.dumps(dict(meta, rows=rows), indent=1))
-    with open(f"{stem}.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, list(key) + [c for c in fields if c not in key], extrasaction="ignore")
-        writer.writeheader()
-        for r in rows if csv_rows is None else csv_rows:
-            writer.writerow({**key, **r})
+    text = json.dumps(dict(meta, rows=rows), indent=1)
+    atomic_write(f"{stem}.json", lambda tmp: Path(tmp).write_text(text))
+
+    def write_csv(tmp):
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, list(key) + [c for c in fields if c not in key], extrasaction="ignore")
+            writer.writeheader()
+            for r in rows if csv_rows is None else csv_rows:
+                writer.writerow({**key, **r})
+    atomic_write(f"{stem}.csv", write_csv)
     return stem

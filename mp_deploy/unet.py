@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from diffusers import UNet2DConditionModel
 from diffusers.models.autoencoders.vae import Encoder
 
@@ -42,25 +43,36 @@ def _attend(attn, h: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
     return attn(h, encoder_hidden_states=context, return_dict=False)[0]
 
 
-def unet_features(unet: UNet2DConditionModel, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor):
-    """One UNet pass -> [f0, f1, f2, f3] = outputs of ldm output blocks [11, 7, 4, 1]."""
+def _block(resnet, attention, h: torch.Tensor, emb: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    h = resnet_forward(resnet, h, emb)
+    return h if attention is None else _attend(attention, h, context)
+
+
+def unet_features(unet: UNet2DConditionModel, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor,
+                  checkpoint: bool = False):
+    """One UNet pass -> [f0, f1, f2, f3] = outputs of ldm output blocks [11, 7, 4, 1].
+
+    checkpoint: keep only each ResBlock(+attention)'s input for the backward pass and recompute the rest there
+    (training memory; no effect without autograd)."""
+    def block_fn(resnet, attention, h):
+        if checkpoint and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(_block, resnet, attention, h, emb, context, use_reentrant=False)
+        return _block(resnet, attention, h, emb, context)
+
     h = unet.conv_in(x)
     skips = [h]
     for block in unet.down_blocks:
         attentions = getattr(block, "attentions", None)
         for j, resnet in enumerate(block.resnets):
-            h = resnet_forward(resnet, h, emb)
-            if attentions is not None:
-                h = _attend(attentions[j], h, context)
+            h = block_fn(resnet, attentions[j] if attentions is not None else None, h)
             skips.append(h)
         if block.downsamplers is not None:
             h = block.downsamplers[0](h)
             skips.append(h)
 
     mid = unet.mid_block
-    h = resnet_forward(mid.resnets[0], h, emb)
-    h = _attend(mid.attentions[0], h, context)
-    h = resnet_forward(mid.resnets[1], h, emb)
+    h = block_fn(mid.resnets[0], mid.attentions[0], h)
+    h = block_fn(mid.resnets[1], None, h)
 
     taps = []
     last = len(unet.up_blocks) - 1
@@ -70,9 +82,7 @@ def unet_features(unet: UNet2DConditionModel, x: torch.Tensor, emb: torch.Tensor
             skip = skips.pop()
             if skip.shape[-2:] != h.shape[-2:]:
                 skip = F.interpolate(skip, size=h.shape[-2:], mode="bilinear", align_corners=False)
-            h = resnet_forward(resnet, torch.cat([h, skip], dim=1), emb)
-            if attentions is not None:
-                h = _attend(attentions[j], h, context)
+            h = block_fn(resnet, attentions[j] if attentions is not None else None, torch.cat([h, skip], dim=1))
             if j == 1 and i < last:  # ldm output blocks 1, 4, 7: before the level's upsampler
                 taps.append(h)
         if block.upsamplers is not None:

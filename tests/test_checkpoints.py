@@ -4,7 +4,7 @@ import os
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from mp_deploy.checkpoints import (CheckpointError, load_checkpoint, load_model, load_official, load_sd_weights,
                                    ours_to_official, save_checkpoint, save_official, unet_to_ldm, vae_to_ldm)
@@ -176,6 +176,20 @@ def test_half_precision_files_are_cast_to_the_model(dtype, tmp_path):
         want, got = model(x), loaded(x)
     err = ((got - want).norm() / (want - want.mean()).norm()).item()
     assert 0 < err < (2e-2 if dtype == torch.float16 else 1e-1)  # the weights' own rounding, nothing more
+
+
+def test_half_precision_files_keep_running_statistics_in_fp32(tmp_path):
+    """A running variance above fp16's largest value (65504) survives a half-precision file."""
+    model = seeded_model("depth", size=TINY)
+    bn = model.neck.layer2.deconv_layers[1]
+    with torch.no_grad():
+        bn.running_var.fill_(7e4)
+    save_checkpoint(model, tmp_path / "half.safetensors", dtype=torch.float16)
+    state = load_file(tmp_path / "half.safetensors")
+    assert state["neck.layer2.deconv_layers.1.running_var"].dtype == torch.float32
+    assert state["neck.layer2.deconv_layers.1.weight"].dtype == torch.float16
+    assert torch.equal(load_model(tmp_path / "half.safetensors").neck.layer2.deconv_layers[1].running_var,
+                       bn.running_var)
 
 
 def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path):

@@ -12,7 +12,7 @@ import onnx
 import pytest
 import torch
 
-from mp_deploy.artifacts import ArtifactError, read_sidecar, sidecar_path
+from mp_deploy.artifacts import ArtifactError, check_machine_matches, read_sidecar, sidecar_path
 from mp_deploy.configs import OUTPUT_NAMES
 from mp_deploy.engine import Engine, EngineError
 from mp_deploy.export import build_engine, onnx_export, tensorrt_build, torch_tensorrt_build
@@ -133,11 +133,14 @@ def test_corrupted_and_mismatched_artifacts_are_refused(built, tmp_path):
     p = edit_sidecar("depth-nyu-tiny-fp32-cpu.pt2", versions={"torch": "2.9.0"})
     with pytest.raises(ArtifactError, match="torch 2.9.0"):
         Engine.load(p)
-    if not torch.cuda.is_available():
-        p = edit_sidecar("depth-nyu-tiny-fp32-cpu.pt2", device="cuda",
-                         gpu={"name": "NVIDIA H100", "compute_capability": "9.0"})
+    cuda = {"device": "cuda", "gpu": {"name": "NVIDIA H100", "compute_capability": "9.0"}}
+    p = edit_sidecar("depth-nyu-tiny-fp32-cpu.pt2", **cuda)  # the sidecar alone: the contract inside says cpu
+    with pytest.raises(ArtifactError, match="'device' differs from the contract inside the artifact"):
+        Engine.load(p)
+    if not torch.cuda.is_available():  # the machine check itself, on an artifact that says CUDA throughout
+        meta = dict(json.loads(sidecar_path(out / "depth-nyu-tiny-fp32-cpu.pt2").read_text()), **cuda)
         with pytest.raises(ArtifactError, match="built for CUDA.*no CUDA device"):
-            Engine.load(p)
+            check_machine_matches(meta, p)
     p = edit_sidecar("depth-nyu-tiny-fp32.onnx", backend="tensorrt")
     with pytest.raises(ArtifactError, match=r"backend 'tensorrt' \(.engine\), file is .onnx"):
         Engine.load(p)

@@ -1,14 +1,11 @@
-"""mp-deploy predict end to end on the demo models (the bundled ones once they exist, else seeded tiny stand-ins
-behind the same mp_deploy.demo interface): images, a folder with bad files in it, a video; eager and an exported
-ONNX artifact (built once per session); shards, resume, bad inputs and outputs.
+"""mp-deploy predict end to end on the bundled demo models: images, a folder with bad files in it, a video;
+eager and an exported ONNX artifact (built once per session); shards, resume, bad inputs and outputs.
 
 torch runs on one thread here: on a busy 2-core machine its spinning OpenMP threads made a window 40x slower.
 """
 import contextlib
 import io
 import json
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +14,9 @@ import torch
 from PIL import Image
 
 import mp_deploy
-from mp_deploy import cli
+from mp_deploy import cli, demo
 from mp_deploy.data.base import read_rgb
-from mp_deploy.errors import DataError, MpDeployError, UsageError
+from mp_deploy.errors import DataError, UsageError
 from mp_deploy.prediction import Predictor, predict_iter
 from mp_deploy.prediction.inputs import list_inputs, parse_shard, shard
 from mp_deploy.util import rel_l2
@@ -38,53 +35,10 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def _bundled() -> dict | None:
-    try:
-        from mp_deploy import demo
-        return {task: Path(demo.checkpoint(task)) for task in TASKS}
-    except (ImportError, MpDeployError):  # not trained yet
-        return None
-
-
 @pytest.fixture(scope="session")
-def demo_models(tmp_path_factory):
-    """task -> checkpoint of the bundled demo models, or seeded tiny models on their presets until they land."""
-    bundled = _bundled()
-    if bundled:
-        return bundled
-    from mp_deploy.checkpoints import save_checkpoint
-    from mp_deploy.models import seeded_model
-
-    folder = tmp_path_factory.mktemp("demo")
-    paths = {task: folder / f"{task}.safetensors" for task in TASKS}
-    for task, path in paths.items():
-        save_checkpoint(seeded_model(task, preset=f"synthetic-{task}"), path)
-    return paths
-
-
-@pytest.fixture(scope="module", autouse=True)
-def demo(demo_models):
-    """mp_deploy.demo.checkpoint gives demo_models (the bundled files themselves when they are there)."""
-    with pytest.MonkeyPatch.context() as patch:
-        try:
-            from mp_deploy import demo as module
-        except ImportError:
-            module = types.ModuleType("mp_deploy.demo")
-            patch.setitem(sys.modules, "mp_deploy.demo", module)
-        patch.setattr(module, "checkpoint", lambda task: demo_models[task], raising=False)
-        yield
-
-
-@pytest.fixture(scope="session")
-def depth_onnx(demo_models, tmp_path_factory):
-    """The depth demo exported to ONNX at its 128 window, batch 1..4 (one build per session: minutes on CPU)."""
-    from mp_deploy.export.build_engine import BuildSpec, build
-
-    out = tmp_path_factory.mktemp("depth-onnx")
-    artifacts = build(BuildSpec(task="depth", checkpoint=str(demo_models["depth"]), backend="onnx", out_dir=str(out),
-                                batch=(1, 2, 4), height=(128,) * 3, width=(128,) * 3, runs=1))
-    assert [a.ok for a in artifacts] == [True]
-    return artifacts[0].path
+def demo_models():
+    """task -> the bundled demo model's checkpoint."""
+    return {task: demo.checkpoint(task) for task in TASKS}
 
 
 def _rgb(h, w, seed=0):
@@ -346,7 +300,7 @@ def test_video_in_video_out_and_a_video_that_ends_early(tmp_path, capsys):
 def test_bad_output_folder_empty_input_and_missing_pieces(folder, tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     code, _, err = _main(capsys, "--task", "depth", "--input", folder, "--output", tmp_path / "file/out")
-    assert code == 2 and "cannot write there" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "a file is in the way" in err and len(err.strip().splitlines()) == 1
     (tmp_path / "empty").mkdir()
     code, _, err = _main(capsys, "--task", "depth", "--input", tmp_path / "empty", "--output", tmp_path / "o")
     assert code == 2 and "no images or videos" in err

@@ -22,7 +22,6 @@ import yaml
 from mp_deploy.client import Client, ServerError, as_uint8_nhwc, infer
 from mp_deploy.engine import Engine, EngineError
 from mp_deploy.errors import UsageError
-from mp_deploy.export.build_engine import BuildSpec, build
 from mp_deploy.serve.guide import server_args
 from mp_deploy.serve.process import ROOT, ServeProcess, free_ports, serve_python
 from mp_deploy.serve.repo import model_configs, write_repository
@@ -30,7 +29,7 @@ from mp_deploy.serve.server import check_ports, repository_models, use_this_libp
 from mp_deploy.serve.spec import ModelSpec, describe
 from mp_deploy.util import rel_l2
 
-MODEL = "depth-nyu"
+MODEL = "depth-synthetic-depth"
 PARITY = 1e-4  # the fp32 parity rule (relative L2)
 READY_TIMEOUT_S = 240  # a guard against hangs: a busy 2-core machine takes ~30 s to import torch & co and load
 SIGTERM_EXIT_S = 10  # issue 16: SIGTERM -> exit 0 within 10 s
@@ -76,13 +75,9 @@ def stop(server: ServeProcess, timeout_s: float = 60) -> None:
 
 
 @pytest.fixture(scope="module")
-def artifact(tmp_path_factory) -> Path:
-    """A tiny seeded depth ONNX artifact, 128x128, batch 1..2 (dynamic batching has room for two requests)."""
-    out = tmp_path_factory.mktemp("serve-artifact")
-    [built] = build(BuildSpec(task="depth", model_size="tiny", backend="onnx", out_dir=str(out), runs=1,
-                              batch=(1, 1, 2), height=(128,) * 3, width=(128,) * 3))
-    assert built.ok, built.status
-    return built.path
+def artifact(depth_onnx) -> Path:
+    """The depth demo as ONNX, 128x128, batch 1..4 (dynamic batching has room for several requests)."""
+    return depth_onnx
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +118,7 @@ def images(batch: int, seed: int) -> np.ndarray:
 @pytest.mark.parametrize("scheme", ["http", "grpc"])
 def test_outputs_equal_engine_run(server, engine, scheme):
     with Client(server.url(scheme)) as client:
-        assert client.model_info(MODEL) == {"height": 128, "width": 128, "max_batch": 2, "outputs": ["depth"]}
+        assert client.model_info(MODEL) == {"height": 128, "width": 128, "max_batch": 4, "outputs": ["depth"]}
     x = images(2, seed=1)
     out = infer(server.url(scheme), MODEL, x)
     assert set(out) == {"depth"} and out["depth"].shape == (2, 1, 128, 128)
@@ -151,7 +146,7 @@ def test_concurrent_requests_are_answered_each(server, engine):
     ("wrong dtype", np.zeros((1, 128, 128, 3), np.float32), "FP32"),
     ("wrong shape", np.zeros((1, 64, 128, 3), np.uint8), "UINT8"),
     ("empty image", np.zeros((1, 0, 0, 3), np.uint8), "UINT8"),
-    ("batch too large", np.zeros((3, 128, 128, 3), np.uint8), "UINT8"),
+    ("batch too large", np.zeros((5, 128, 128, 3), np.uint8), "UINT8"),
 ])
 def test_bad_request_is_4xx_and_server_stays_ready(server, what, data, dtype):
     import tritonclient.http as http
@@ -169,7 +164,7 @@ def test_bad_request_is_4xx_and_server_stays_ready(server, what, data, dtype):
 def test_client_raises_engine_error_for_refused_images(server):
     with Client(server.url("grpc")) as client:
         with pytest.raises(EngineError, match="batch-size"):
-            client.infer(MODEL, images(3, seed=2))
+            client.infer(MODEL, images(5, seed=2))
         with pytest.raises(EngineError, match="empty"):  # refused before it is sent
             client.infer(MODEL, np.zeros((1, 0, 0, 3), np.uint8))
         with pytest.raises(UsageError, match="no model"):
@@ -234,7 +229,7 @@ def test_onnx_repository_is_an_ensemble(artifact, tmp_path):
     configs = {p.parent.name: parse(p) for p in models.glob("*/config.pbtxt")}
     assert set(configs) == {MODEL, f"{MODEL}-pre", f"{MODEL}-net", f"{MODEL}-post"}
     ensemble, net = configs[MODEL], configs[f"{MODEL}-net"]
-    assert ensemble.platform == "ensemble" and ensemble.max_batch_size == 2
+    assert ensemble.platform == "ensemble" and ensemble.max_batch_size == 4
     assert [s.model_name for s in ensemble.ensemble_scheduling.step] == [f"{MODEL}-{r}" for r in ("pre", "net", "post")]
     assert list(ensemble.input[0].dims) == [128, 128, 3] and list(ensemble.output[0].dims) == [1, 128, 128]
     # every tensor a step reads is one the ensemble has or an earlier step writes

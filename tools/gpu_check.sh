@@ -12,11 +12,14 @@
 #   gpu_tests      the other CUDA tests (eager fp16 parity of the bundled defaults)
 #   kernel_aoti    the kernels' AOTInductor test (~2 min)     aoti_kernels  tools/aoti_kernels.py (~3 min)
 #   full           full-size depth -> .pt2 (~5 min, in the background from the start) + latency.py beside it
-#   tiny           the bundled tiny default -> CUDA fp16 .pt2 and its parity gate (~3 min, in the background)
+#   tiny           the bundled depth demo -> CUDA fp16 .pt2 and its parity gate (~3 min, in the background)
 #   cpp            the C++ build (in the background), then tests/test_cpp.py -m gpu: mp_infer against the
 #                  Python runtime on a CUDA package the test builds
+#   train          benchmarks/train_throughput.py's GPU set: SD-1.5 depth 480x480 bf16 + checkpointing at batch
+#                  2 and 3 (peak memory must stay under 24 GB at 3), without checkpointing, seg 512x512, pose
+#                  256x192 (~4 min)
 # A 15-minute device budget (machine start included) holds the default call; the next one, in another lease
-# if need be: STAGES="full" (about 8 minutes).
+# if need be: STAGES="full train" (about 10 minutes).
 # Each stage has its own time limit. The builds run in the background from the start while the kernel
 # checks run in the foreground. Loads of CUDA packages run with tools/segv_backtrace.c preloaded, so a
 # crash prints its native stack.
@@ -71,7 +74,7 @@ if want full; then
     --height 480 --width 480 --out-dir "$ART" --runs 20 > "$LOGS/build_engine.log" 2>&1 &
   BUILD_PID=$!
 fi
-if want tiny; then  # the bundled tiny default at its 480 x 480 window: a CUDA package in about a minute
+if want tiny; then  # the bundled depth demo at its 128 x 128 window: a CUDA package in about a minute
   stage "build_engine (background): tiny depth -> AOTInductor CUDA fp16"
   timeout 240 python3 export/build_engine.py --task depth --backend aoti --precision fp16 --out-dir "$ART" \
     > "$LOGS/build_engine_tiny.log" 2>&1 &
@@ -125,6 +128,9 @@ if want tiny; then
   stage "waiting for the tiny build"
   wait "$TINY_PID"; finish build_engine_tiny $?
 fi
+
+# 5b. training steps of the full-size models: images/s and peak memory (CUDA events, torch's peak allocation)
+want train && run 300 train_throughput python3 benchmarks/train_throughput.py --out-dir "$LOGS/train"  # in logs.tar.gz
 
 # 6. C++: mp_infer (built in the background) against the Python runtime on a CUDA package the test builds
 if want cpp; then

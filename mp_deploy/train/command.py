@@ -1,0 +1,96 @@
+"""`mp-deploy train`: train a task model from its preset's recipe (mp_deploy.train.recipes), in one process or
+under torchrun:
+
+    mp-deploy train --task depth --preset nyu --data-root /data --sd-weights v1-5.safetensors --run-dir runs/nyu
+    torchrun --nproc_per_node 8 -m mp_deploy.cli train --task depth ... --run-dir runs/nyu
+    mp-deploy train --run-dir runs/nyu --resume
+
+Every recipe field is a flag (--lr, --batch-size, --steps, ...); on --resume the run's config.json is the
+recipe and flags given again override it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import fields
+from pathlib import Path
+
+from mp_deploy import cli
+from mp_deploy.configs import DEFAULT_PRESET, PRESETS
+from mp_deploy.errors import UsageError
+from mp_deploy.train.recipes import Recipe, cli_fields, get_recipe, recipe_from_dict
+
+# recipe fields whose flag is one of cli.py's shared ones
+SHARED = {"model_size"}
+
+
+def add_recipe_flags(ap: argparse.ArgumentParser) -> None:
+    """One flag per recipe field (default None: the recipe's value)."""
+    group = ap.add_argument_group("recipe (default: the preset's recipe, see mp_deploy/train/recipes.py)")
+    for f in cli_fields():
+        if f.name in SHARED:
+            continue
+        flag, help = "--" + f.name.replace("_", "-"), f.metadata["help"]
+        if f.type == "bool":
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help)
+        else:
+            kind = {"int": int, "float": float, "str": str}[f.type]
+            group.add_argument(flag, type=kind, default=None, choices=f.metadata.get("choices"), help=help)
+    cli.add_model_size(group, "backbone size (sd15: the official models; tiny: tests and the demos)")
+
+
+def recipe_overrides(args: argparse.Namespace) -> dict:
+    return {f.name: getattr(args, f.name) for f in fields(Recipe)
+            if f.name != "preset" and getattr(args, f.name, None) is not None}
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    cli.add_task(ap, required=False)
+    cli.add_preset(ap)
+    ap.add_argument("--data-root", help="the data set's root folder (released layouts, custom folders)")
+    start = ap.add_mutually_exclusive_group()
+    start.add_argument("--sd-weights", help="start from Stable Diffusion 1.5 (single file or diffusers folder)")
+    start.add_argument("--init-checkpoint", help="start from a trained model (ours or official)")
+    ap.add_argument("--run-dir", required=True, help="the run folder: config, logs, checkpoints")
+    ap.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last save")
+    ap.add_argument("--stop-at", type=cli.positive_int, default=0,
+                    help="stop after this step with a resumable save, as SIGTERM does (e.g. time-limited jobs)")
+    cli.add_device(ap)
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar (logs and summary only)")
+    add_recipe_flags(ap)
+
+
+def resolve(args: argparse.Namespace) -> tuple[Recipe, dict]:
+    """The recipe of this run and what it starts from (data root, weights): from the flags, or on --resume
+    from the run's config.json with the flags given again on top."""
+    overrides = recipe_overrides(args)
+    config_path = Path(args.run_dir) / "config.json"
+    if args.resume and not (Path(args.run_dir) / "resume.safetensors").is_file():
+        raise UsageError(f"nothing to resume in {args.run_dir} (no resume.safetensors)")
+    if args.resume:
+        try:
+            config = json.loads(config_path.read_text())
+            saved = config["recipe"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise UsageError(f"{config_path}: cannot read the run's recipe ({e})") from None
+        if args.preset not in (None, saved["preset"]) or args.task not in (None, PRESETS[saved["preset"]].task):
+            raise UsageError(f"{args.run_dir} trains {saved['preset']}; --task / --preset disagree")
+        recipe = recipe_from_dict(saved | overrides)
+        start = {k: getattr(args, k) or config.get(k) for k in ("data_root", "sd_weights", "init_checkpoint")}
+        return recipe, start
+    if args.task is None and args.preset is None:
+        raise UsageError("give --task (and --preset), or --resume for an existing run")
+    preset = args.preset or DEFAULT_PRESET[args.task]
+    if args.task is not None and PRESETS[preset].task != args.task:
+        raise UsageError(f"preset {preset!r} is for task {PRESETS[preset].task!r}, not {args.task!r}")
+    return get_recipe(preset, **overrides), {"data_root": args.data_root, "sd_weights": args.sd_weights,
+                                             "init_checkpoint": args.init_checkpoint}
+
+
+def run(args: argparse.Namespace) -> int:
+    from mp_deploy.train.trainer import TrainSpec, train
+
+    recipe, start = resolve(args)
+    train(TrainSpec(recipe=recipe, run_dir=Path(args.run_dir), resume=args.resume, device=args.device,
+                    stop_at=args.stop_at, progress=not args.no_progress, **start))
+    return 0

@@ -1,0 +1,310 @@
+"""The training loop: one process, or one per device under torchrun (DistributedDataParallel).
+
+A run folder holds config.json (the resolved recipe and what the run was started from), metrics.jsonl, tb/,
+resume.safetensors (mp_deploy.train.state), last.safetensors and best.safetensors (model weights in our
+checkpoint format: `mp_deploy.checkpoints.load_model`, `mp-deploy build --checkpoint`) and best.json.
+
+Exact resume: the step fixes the epoch and the position in it; the sampler order and every sample's
+augmentation are functions of (seed, epoch, index); the weights, AdamW's state and every rank's torch generator
+are restored. On the CPU a resumed run repeats the uninterrupted run's losses bit for bit (same number of
+processes and threads). SIGTERM finishes the current step, saves the resumable state on every rank's agreement
+(the stop flag travels with the step's loss all-reduce) and returns.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from mp_deploy.checkpoints import save_checkpoint
+from mp_deploy.configs import get_preset
+from mp_deploy.data import SkipTally, collate
+from mp_deploy.errors import MpDeployError, UsageError
+from mp_deploy.train import build, dist, state
+from mp_deploy.train.losses import heatmap_mse, seg_loss, silog
+from mp_deploy.train.logs import RunLog
+from mp_deploy.train.optim import build_optimizer, lr_at, set_lr
+from mp_deploy.train.recipes import BEST_METRICS, Recipe, recipe_to_dict
+from mp_deploy.train.validate import HEADLINE, evaluate, eval_mode, ignore_sigterm, model_run
+from mp_deploy.util import atomic_write
+
+log = logging.getLogger("mp_deploy.train")
+
+TARGETS = {"depth": ("depth", None), "seg": ("labels", None), "pose": ("heatmaps", "keypoint_weight")}
+MAX_BAD_STEPS = 20  # consecutive steps with a non-finite loss after which the run is taken to have diverged
+
+
+class TrainingError(MpDeployError):
+    """The run cannot go on (the loss diverged)."""
+
+
+@dataclass
+class TrainSpec:
+    recipe: Recipe
+    run_dir: Path
+    data_root: str | None = None
+    sd_weights: str | None = None
+    init_checkpoint: str | None = None
+    resume: bool = False
+    device: str | None = None
+    stop_at: int = 0  # stop (resumably) after this step; 0: run to the end
+    progress: bool = True
+
+
+class TaskLoss(nn.Module):
+    """The model and its task loss as one module, so that DDP wraps the whole training forward. Returns the
+    loss and its parts (seg: ce, lovasz, aux_ce), computed in fp32."""
+
+    def __init__(self, model: nn.Module, precision: str):
+        super().__init__()
+        self.model, self.precision = model, precision
+
+    def forward(self, images: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> dict:
+        with torch.autocast(images.device.type, torch.bfloat16, enabled=self.precision == "bf16"):
+            s = self.model.run_stages({"images": images})
+        out = s["output"].float()
+        task = self.model.task
+        if task == "depth":
+            return {"loss": silog(out, target)}
+        if task == "seg":
+            aux = s.get("aux_output")
+            return seg_loss(out, aux.float() if aux is not None else None, target)
+        return {"loss": heatmap_mse(out, target, weight)}
+
+
+def train(spec: TrainSpec) -> dict:
+    """Run (or resume) a training run; returns the summary (on every rank; rank 0's is the one logged)."""
+    d = dist.setup(spec.device)
+    try:
+        return Trainer(spec, d).run()
+    finally:
+        dist.teardown(d)
+
+
+class Trainer:
+    def __init__(self, spec: TrainSpec, d: dist.Dist):
+        self.spec, self.d, self.r = spec, d, spec.recipe
+        r, run_dir = self.r, Path(spec.run_dir)
+        self.run_dir, self.resume_path = run_dir, run_dir / "resume.safetensors"
+        self.preset = get_preset(r.preset)
+        # every rank looks before rank 0 writes config.json: DDP's construction below waits for all of them
+        if not spec.resume and (run_dir / "config.json").exists():
+            raise UsageError(f"{run_dir} already holds a run: add --resume to continue it, or choose another "
+                             "--run-dir")
+        if r.threads:
+            torch.set_num_threads(r.threads)
+        torch.manual_seed(r.seed)  # the same initial weights on every rank
+        self.model = build.model_for(r, spec.sd_weights, spec.init_checkpoint).to(d.device)
+        build.set_trainable(self.model, r)
+        torch.manual_seed(r.seed + 1 + d.rank)  # dropout differs between ranks
+        self.train_set = build.dataset(r, spec.data_root, r.train_split, train=True)
+        self.val_set = build.dataset(r, spec.data_root, r.val_split, train=False)
+        self.sampler = DistributedSampler(self.train_set, num_replicas=d.world, rank=d.rank, shuffle=True,
+                                          seed=r.seed, drop_last=True)
+        self.steps_per_epoch = len(self.sampler) // r.batch_size // r.accumulate
+        if self.steps_per_epoch < 1:
+            raise UsageError(f"the {r.train_split} split has {len(self.train_set)} samples: fewer than one step "
+                             f"needs ({r.batch_size} x {r.accumulate} accumulated x {d.world} processes)")
+        self.total = r.steps or r.epochs * self.steps_per_epoch
+        self.rise = r.rise_steps or (self.steps_per_epoch * (r.epochs // 2) if not r.steps else 0) or \
+            max(1, self.total // 2)
+        self.eval_every = r.eval_every or self.steps_per_epoch
+        self.optimizer = build_optimizer(self.model, r)
+        loss = TaskLoss(self.model, r.precision)
+        self.net = DistributedDataParallel(
+            loss, device_ids=[d.device.index] if d.device.type == "cuda" else None,
+            find_unused_parameters=self.preset.refine_steps == 1) if d.active else loss  # one pass: no out head
+        self.step, self.images, self.train_seconds, self.bad_steps = 0, 0, 0.0, 0
+        self.best: dict | None = None
+        self.skips = SkipTally()
+        self.skipped_before = 0
+        if spec.resume:
+            self.load()
+        self.log = RunLog(run_dir, self.step if spec.resume else None) if d.main else None
+        if d.main:
+            self.write_config()
+        self.stop_requested = False
+
+    # ------------------------------------------------------------ state
+
+    def write_config(self) -> None:
+        s = self.spec
+        config = {"recipe": recipe_to_dict(self.r), "data_root": s.data_root, "sd_weights": s.sd_weights,
+                  "init_checkpoint": s.init_checkpoint, "processes": self.d.world, "device": self.d.device.type,
+                  "total_steps": self.total, "steps_per_epoch": self.steps_per_epoch, "rise_steps": self.rise,
+                  "eval_every": self.eval_every,
+                  "global_batch": self.r.batch_size * self.r.accumulate * self.d.world}
+        text = json.dumps(config, indent=1) + "\n"
+        atomic_write(self.run_dir / "config.json", lambda tmp: Path(tmp).write_text(text))
+
+    def load(self) -> None:
+        tensors, info = state.read_state(self.resume_path)
+        state.restore(tensors, info, self.model, self.optimizer)
+        self.step, self.best, self.images = info["step"], info["best"], info["images"]
+        self.skipped_before = info["skipped"]
+        if info["processes"] != self.d.world or not state.set_rng_state(tensors, self.d.rank, self.d.device):
+            log.warning("resuming with %d processes where the run had %d: the data order and random state differ "
+                        "from an uninterrupted run", self.d.world, info["processes"])
+        if self.d.main:
+            tqdm.write(f"resuming {self.run_dir} at step {self.step} of {self.total}")
+
+    def save(self) -> None:
+        rng = dist.gather(self.d, state.rng_state(self.d.device))
+        if self.d.main:
+            info = {"step": self.step, "best": self.best, "images": self.images, "processes": self.d.world,
+                    "skipped": self.skipped_before + self.skips.count, "recipe": recipe_to_dict(self.r)}
+            state.save_state(self.resume_path, self.model, self.optimizer, rng, info)
+            save_checkpoint(self.model, self.run_dir / "last.safetensors")
+        dist.barrier(self.d)
+
+    # ------------------------------------------------------------ data
+
+    def loader(self, epoch: int, skip_batches: int) -> DataLoader:
+        """This rank's batches of `epoch` after the first `skip_batches` (a resume mid-epoch)."""
+        r = self.r
+        self.sampler.set_epoch(epoch)
+        self.train_set.set_epoch(epoch)
+        used = self.steps_per_epoch * r.accumulate * r.batch_size
+        indices = list(self.sampler)[skip_batches * r.batch_size:used]
+        return DataLoader(self.train_set, batch_size=r.batch_size, sampler=indices, collate_fn=collate,
+                          num_workers=r.workers, drop_last=True, pin_memory=self.d.device.type == "cuda",
+                          generator=torch.Generator().manual_seed(r.seed), worker_init_fn=ignore_sigterm)
+
+    # ------------------------------------------------------------ one step
+
+    def train_step(self, batches) -> dict[str, float]:
+        r = self.r
+        lr = lr_at(self.step + 1, r, self.total, self.rise)
+        set_lr(self.optimizer, lr)
+        key, weight_key = TARGETS[self.model.task]
+        parts: dict[str, torch.Tensor] = {}
+        for i in range(r.accumulate):
+            batch = next(batches)
+            self.skips.update(batch)
+            images = batch["image"].to(self.d.device, non_blocking=True)
+            target = batch[key].to(self.d.device, non_blocking=True)
+            weight = batch[weight_key].to(self.d.device) if weight_key else None
+            last = i == r.accumulate - 1
+            sync = contextlib.nullcontext() if last or not self.d.active else self.net.no_sync()
+            with sync:
+                out = self.net(images, target, weight)
+                (out["loss"] / r.accumulate).backward()
+            for k, v in out.items():
+                parts[k] = parts.get(k, 0.0) + v.detach().float() / r.accumulate
+        names = sorted(parts)
+        values = dist.sum_values(self.d, [parts[k].item() for k in names] + [float(self.stop_requested)])
+        result = {k: v / self.d.world for k, v in zip(names, values)}
+        self.stop_requested = values[-1] > 0
+        if math.isfinite(result["loss"]):
+            self.bad_steps = 0
+            if r.clip_grad:
+                result["grad_norm"] = float(nn.utils.clip_grad_norm_(self.model.parameters(), r.clip_grad))
+            self.optimizer.step()
+        else:  # every rank sees the same reduced loss, so all skip together
+            self.bad_steps += 1
+            log.warning("step %d: the loss is not finite; the step is skipped", self.step + 1)
+            if self.bad_steps >= MAX_BAD_STEPS:
+                raise TrainingError(f"the loss was not finite for {MAX_BAD_STEPS} steps in a row (step "
+                                    f"{self.step + 1}): lower --lr, or try --precision fp32")
+        self.optimizer.zero_grad(set_to_none=True)
+        result["lr"] = lr
+        return result
+
+    # ------------------------------------------------------------ evaluation
+
+    def evaluate(self) -> None:
+        r = self.r
+        with eval_mode(self.model):
+            result = evaluate(model_run(self.model, r.precision, self.d.device), self.val_set, self.preset,
+                              self.d, limit=r.eval_limit, workers=min(r.workers, 2), progress=self.spec.progress)
+        if not self.d.main:
+            return
+        numbers = {k: v for k, v in result.items() if isinstance(v, (int, float))}
+        self.log.write("eval", self.step, numbers)
+        value = result[r.best_metric]
+        higher = BEST_METRICS[self.model.task][r.best_metric]
+        last = self.best["value"] if self.best else None
+        if math.isfinite(value) and (last is None or (value > last if higher else value < last)):
+            self.best = {"metric": r.best_metric, "value": value, "step": self.step}
+            save_checkpoint(self.model, self.run_dir / "best.safetensors")
+            text = json.dumps({"step": self.step, "metric": r.best_metric, "metrics": numbers}, indent=1) + "\n"
+            atomic_write(self.run_dir / "best.json", lambda tmp: Path(tmp).write_text(text))
+        shown = ", ".join(f"{k} {result[k]:.4f}" for k in HEADLINE[self.model.task])
+        tqdm.write(f"step {self.step}: {shown}; best {r.best_metric} {self.best['value']:.4f} at step "
+                   f"{self.best['step']}" if self.best else f"step {self.step}: {shown}")
+
+    # ------------------------------------------------------------ the loop
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self.stop_requested = True
+
+    def run(self) -> dict:
+        r, d = self.r, self.d
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        bar = tqdm(total=self.total, initial=self.step, desc=f"train {r.preset}", unit="step",
+                   disable=not (d.main and self.spec.progress), dynamic_ncols=True)
+        global_batch = r.batch_size * r.accumulate * d.world
+        start_step, stopped = self.step, None
+        try:
+            while self.step < self.total and stopped is None:
+                epoch, first = divmod(self.step, self.steps_per_epoch)
+                batches = iter(self.loader(epoch, first * r.accumulate))
+                for _ in range(first, self.steps_per_epoch):
+                    t0 = time.perf_counter()
+                    values = self.train_step(batches)
+                    self.step += 1
+                    dt = time.perf_counter() - t0
+                    self.train_seconds += dt
+                    self.images += global_batch
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{values['lr']:.2e}",
+                                    img_s=f"{global_batch / dt:.1f}", refresh=False)
+                    if d.main and (self.step % r.log_every == 0 or self.step == self.total):
+                        self.log.write("train", self.step, dict(values, epoch=epoch, images_per_s=global_batch / dt))
+                    if self.stop_requested:
+                        stopped = "SIGTERM"
+                    elif self.step == self.spec.stop_at:
+                        stopped = f"--stop-at {self.spec.stop_at}"
+                    if stopped is None and (self.step % self.eval_every == 0 or self.step == self.total):
+                        self.evaluate()
+                    if stopped or self.step % r.save_every == 0 or self.step == self.total:
+                        self.save()
+                    if stopped or self.step >= self.total:
+                        break
+                del batches  # shuts the epoch's workers down
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            bar.close()
+        return self.finish(start_step, stopped)
+
+    def finish(self, start_step: int, stopped: str | None) -> dict:
+        d, r = self.d, self.r
+        skipped = int(dist.sum_values(d, [float(self.skips.count)])[0]) + self.skipped_before
+        steps = self.step - start_step
+        speed = steps * r.batch_size * r.accumulate * d.world / self.train_seconds if self.train_seconds else 0.0
+        summary = {"steps": self.step, "total_steps": self.total, "images": self.images, "images_per_s": speed,
+                   "skipped": skipped, "best": self.best, "stopped": stopped, "run_dir": str(self.run_dir)}
+        if d.main:
+            self.log.write("summary", self.step, {k: v for k, v in summary.items() if k != "best"}
+                           | ({"best_" + self.best["metric"]: self.best["value"]} if self.best else {}))
+            self.log.close()
+            best = f"best {self.best['metric']} {self.best['value']:.4f} at step {self.best['step']}" \
+                if self.best else "no evaluation yet"
+            skip_line = f"bad samples skipped: {skipped}" + (f" (first: {self.skips.examples[0]})"
+                                                             if self.skips.examples else "")
+            state_line = f"stopped by {stopped} at step {self.step} of {self.total}; continue with --resume" \
+                if stopped else f"finished {self.step} steps"
+            tqdm.write(f"train {r.preset}: {state_line} ({self.images} images, {speed:.1f} images/s over {steps} "
+                       f"steps here); {skip_line}; {best}; run folder {self.run_dir}")
+        return summary
