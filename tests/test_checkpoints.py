@@ -192,6 +192,14 @@ def test_half_precision_files_keep_running_statistics_in_fp32(tmp_path):
                        bn.running_var)
 
 
+def test_checkpoints_get_the_umask_mode(tmp_path):
+    """safetensors creates its files 0600; ours get what any file of the process gets."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    save_checkpoint(seeded_model("pose", size=TINY), tmp_path / "m.safetensors")
+    assert (tmp_path / "m.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
 def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path):
     model = seeded_model("pose", size=TINY)
     with torch.no_grad():
