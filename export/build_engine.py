@@ -126,15 +126,33 @@ class Plan:
     out_dir: Path
 
 
+def source_preset(spec: BuildSpec):
+    """The preset of the model that will be built (its window is the default shape): --preset, else our
+    checkpoint's own (the bundled demo's when no model is named), else the task's default. Our checkpoints carry
+    their preset: a different --preset is a usage error, not a silent re-labelling."""
+    from mp_deploy.checkpoints import FORMAT_TAG, checkpoint_preset, safetensors_metadata
+
+    path = spec.checkpoint
+    if path is None and spec.sd_weights is None and spec.model_size is None:
+        from mp_deploy import demo
+
+        path = demo.checkpoint(spec.task)
+    meta = safetensors_metadata(path) if path is not None and str(path).endswith(".safetensors") else {}
+    if meta.get("format") != FORMAT_TAG:  # official files and SD weights: the preset is ours to choose
+        return get_preset(spec.preset or DEFAULT_PRESET[spec.task])
+    own, _ = checkpoint_preset(meta, path)
+    if spec.preset not in (None, own.name):
+        raise UsageError(f"{path} is a model of preset {own.name}, not {spec.preset}: drop --preset (an official "
+                         "file takes one), or --model-size for seeded random weights")
+    return own
+
+
 def plan(spec: BuildSpec) -> Plan:
     """Check every argument and the output folder; UsageError on the first problem."""
     from mp_deploy.configs import SIZES, TASKS
 
     if spec.task not in TASKS:
         raise UsageError(f"unknown task {spec.task!r}; choose one of {', '.join(TASKS)}")
-    preset = get_preset(spec.preset or DEFAULT_PRESET[spec.task])
-    if preset.task != spec.task:
-        raise UsageError(f"preset {preset.name!r} is for task {preset.task!r}, not {spec.task!r}")
     if spec.backend not in BACKENDS:
         raise UsageError(f"unknown backend {spec.backend!r}; choose one of {', '.join(BACKENDS)}")
     if spec.precision not in PRECISIONS:
@@ -148,6 +166,9 @@ def plan(spec: BuildSpec) -> Plan:
     for what, path in (("checkpoint", spec.checkpoint), ("SD weights", spec.sd_weights)):
         if path and not os.path.exists(path):
             raise UsageError(f"{what} not found: {path}")
+    preset = source_preset(spec)
+    if preset.task != spec.task:
+        raise UsageError(f"preset {preset.name!r} is for task {preset.task!r}, not {spec.task!r}")
     if spec.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device here")
     device = spec.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -202,9 +223,6 @@ def load_source(spec: BuildSpec):
 
         path = demo.checkpoint(spec.task)
         model = load_model(path)
-        if spec.preset not in (None, model.preset.name):
-            raise UsageError(f"the bundled {spec.task} demo model is preset {model.preset.name}, not {spec.preset}: "
-                             "give --checkpoint, or --model-size for seeded random weights")
         log(f"no --checkpoint: the bundled demo model ({model.size.name}, preset {model.preset.name}, trained on "
             "synthetic scenes; docs/training.md)")
         return model.float().eval(), {"checkpoint": str(path), "sha256": sha256_file(path), "demo": spec.task}
@@ -364,7 +382,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--batch", type=_triple("batch"), help="MIN,OPT,MAX or one value (default 1)")
     ap.add_argument("--height", type=_triple("height"),
                     help="MIN,OPT,MAX (a dynamic range: multiples of 64, min >= 128) or one value "
-                         "(default: the preset window, e.g. 480 for nyu)")
+                         "(default: the model preset's window: 128 for the demos, 480 for nyu)")
     ap.add_argument("--width", type=_triple("width"), help="like --height")
     ap.add_argument("--out-dir", default="artifacts")
     ap.add_argument("--force", action="store_true", help="rebuild artifacts that are up to date")
