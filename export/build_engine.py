@@ -166,9 +166,14 @@ def plan(spec: BuildSpec) -> Plan:
     for what, path in (("checkpoint", spec.checkpoint), ("SD weights", spec.sd_weights)):
         if path and not os.path.exists(path):
             raise UsageError(f"{what} not found: {path}")
-    preset = source_preset(spec)
-    if preset.task != spec.task:
-        raise UsageError(f"preset {preset.name!r} is for task {preset.task!r}, not {spec.task!r}")
+    def check_task(preset):
+        if preset.task != spec.task:
+            raise UsageError(f"preset {preset.name!r} is for task {preset.task!r}, not {spec.task!r}")
+        return preset
+
+    if spec.preset:
+        check_task(get_preset(spec.preset))  # the given preset first, then the model's own
+    preset = check_task(source_preset(spec))
     if spec.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device here")
     device = spec.device or ("cuda" if torch.cuda.is_available() else "cpu")
