@@ -166,6 +166,7 @@ def plan(spec: BuildSpec) -> Plan:
     for what, path in (("checkpoint", spec.checkpoint), ("SD weights", spec.sd_weights)):
         if path and not os.path.exists(path):
             raise UsageError(f"{what} not found: {path}")
+
     def check_task(preset):
         if preset.task != spec.task:
             raise UsageError(f"preset {preset.name!r} is for task {preset.task!r}, not {spec.task!r}")
