@@ -18,7 +18,7 @@ SIDE = 64  # tiny config, 64 x 64 images: the smallest the depth model takes
 @pytest.fixture(scope="session")
 def tiny_models():
     """task -> the tiny bundled default model (seeded, eval, no grads), built once per session."""
-    from mp_deploy.models import seeded_model
+    from mp_deploy.tasks import seeded_model
 
     cache = {}
 

@@ -1,6 +1,6 @@
 """Eager PyTorch vs the Triton kernels at the model's real shapes (needs a CUDA GPU).
 
-    python benchmarks/kernels.py [--out-dir benchmarks/results] [--runs 100] [--warmup 10]
+    python benchmarks/kernels.py [--output benchmarks/results] [--runs 100] [--warmup 10]
 
 Per kernel and shape, median microseconds of `runs` timed runs (mp_deploy.timing, the one timing harness) of:
 - device: one call captured in a CUDA graph and replayed, L2 flushed before each replay (these kernels are
@@ -16,7 +16,7 @@ grid leave of the bandwidth at that size.
 Sweeps: the fused rearrangement's launch configurations on the depth neck (and its statistics pass alone,
 against eager group_norm), then the fastest of each together; its single launch (`single`, `+` = its default)
 on every shape and swept on the neck; GroupNorm's fused and split paths (`*` = the default).
-Prints a table and writes <out-dir>/kernels-<gpu>-<date>.json and .csv.
+Prints a table and writes <output>/kernels-<gpu>-<date>.json and .csv.
 """
 import argparse
 import datetime
@@ -199,7 +199,7 @@ def print_table(rows, copy: dict) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"), help="results folder")
+    parser.add_argument("--output", "--out-dir", type=Path, default=Path("benchmarks/results"), help="results folder")
     parser.add_argument("--runs", type=int, default=100, help="timed runs per measurement")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--no-single-launch", dest="single_launch", action="store_false",
@@ -233,7 +233,7 @@ def main() -> int:
     meta = {"gpu": gpu, "torch": torch.__version__, "triton": triton.__version__, "cuda": torch.version.cuda,
             "date": now.isoformat(timespec="seconds"), "runs": args.runs, "warmup": args.warmup,
             "copy_gbps": copy["gbps"]}
-    stem = write_results(args.out_dir / f"kernels-{slug(gpu)}-{now:%Y-%m-%d}", meta, rows, CSV_FIELDS,
+    stem = write_results(args.output / f"kernels-{slug(gpu)}-{now:%Y-%m-%d}", meta, rows, CSV_FIELDS,
                          {"gpu": gpu, "date": meta["date"]})
     print(f"wrote {stem}.json and .csv: {len(rows)} kernel rows")
     return 0

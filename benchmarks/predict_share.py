@@ -40,7 +40,7 @@ def demo_artifact(folder: Path) -> Path:
     from mp_deploy.export.build_engine import BuildSpec, build
 
     artifacts = build(BuildSpec(task="depth", checkpoint=str(demo.checkpoint("depth")), backend="onnx",
-                                out_dir=str(folder), runs=1))
+                                output=str(folder), runs=1))
     return artifacts[0].path
 
 
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     ap.add_argument("--images", type=int, default=50)
     ap.add_argument("--runs", type=int, default=1, help="timed passes over the folder (after a one-image warm-up)")
     ap.add_argument("--threads", type=int, help="CPU threads for torch and ONNX Runtime (default: their own)")
-    ap.add_argument("--out-dir", default=str(Path(__file__).parent / "results"))
+    ap.add_argument("--output", "--out-dir", default=str(Path(__file__).parent / "results"), help="results folder")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
             "window": list(window), "images": args.images, "runs": args.runs, "cpu_threads": torch.get_num_threads(),
             "load_average": os.getloadavg(), "target_engine_share": TARGET,
             "folder_ms": summarize(samples["end_to_end"]), "command": " ".join(sys.argv)}
-    stem = write_results(Path(args.out_dir) / f"predict-share-{slug(meta['device'])}-{meta['date'][:10]}", meta,
+    stem = write_results(Path(args.output) / f"predict-share-{slug(meta['device'])}-{meta['date'][:10]}", meta,
                          rows, FIELDS, {"device": meta["device"], "model": n.name})
     share = min(r["engine_share"] for r in rows)
     best = max(rows, key=lambda r: r["images_per_s"])

@@ -8,7 +8,7 @@ Not a benchmark (no `benchmark` fixture), so `--benchmark-only` skips it; run it
 import csv
 import json
 
-from mp_deploy.latency import CSV_FIELDS, BenchSpec, bench
+from mp_deploy.bench import CSV_FIELDS, BenchSpec, bench
 
 STAGES = ["vae_encode", "unet_pass1", "unet_pass2", "unet_pass3", "unet_x3", "neck", "head", "end_to_end"]
 ROW_FIELDS = {"backend", "batch", "height", "width", "precision", "stage", "median_ms", "p20_ms", "p80_ms", "gflop",
@@ -19,7 +19,7 @@ def test_latency_cpu_smoke(tmp_path):
     out_dir = tmp_path / "results"
     result = bench(BenchSpec(task="depth", device="cpu", model_size="tiny", height=64, width=64, batches=[1],
                              runs=2, warmup=1, threads=1, build=True, artifacts=str(tmp_path / "artifacts"),
-                             out_dir=str(out_dir),
+                             output=str(out_dir),
                              backends=["eager-fp32", "onnxruntime", "cudagraph-fp16", "tensorrt"]))
     files = sorted(out_dir.iterdir())
     assert {f.suffix for f in files} == {".json", ".csv", ".png"} and len({f.stem for f in files}) == 1

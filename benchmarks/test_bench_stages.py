@@ -4,7 +4,7 @@ alone on the state the previous stage produced. Speed is never asserted; the ben
 import pytest
 import torch
 
-from mp_deploy.configs import PRESETS
+from mp_deploy.tasks import PRESETS
 
 STAGES = ["vae_encode"] + [f"unet_pass{k + 1}" for k in range(PRESETS["nyu"].refine_steps)] + ["neck", "head"]
 

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from mp_deploy.models import seeded_model
+from mp_deploy import tasks
+from mp_deploy.tasks import seeded_model
 from mp_deploy.timing import MemProbe, summarize, time_runs, write_results
 from mp_deploy.train.optim import build_optimizer
 from mp_deploy.train.recipes import get_recipe
@@ -59,16 +60,6 @@ GPU = [
 ]
 
 
-def targets(task: str, model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    b, _, h, w = x.shape
-    if task == "depth":
-        return torch.rand(b, 1, h, w, device=x.device) * model.preset.max_depth, None
-    if task == "seg":
-        return torch.randint(0, model.preset.num_classes, (b, h, w), device=x.device), None
-    k = model.preset.num_keypoints
-    return torch.rand(b, k, h // 4, w // 4, device=x.device), torch.ones(b, k, device=x.device)
-
-
 def measure(cfg: Config, device: str, runs: int, warmup: int) -> dict:
     cuda = device == "cuda"
     model = seeded_model(get_recipe(cfg.preset).task, size=cfg.size, preset=cfg.preset).to(device).train()
@@ -76,7 +67,7 @@ def measure(cfg: Config, device: str, runs: int, warmup: int) -> dict:
     recipe = get_recipe(cfg.preset)
     loss_fn, opt = TaskLoss(model, cfg.precision), build_optimizer(model, recipe)
     x = torch.rand(cfg.batch, 3, *cfg.hw, device=device)
-    target, weight = targets(model.task, model, x)
+    target, weight = tasks.get(model.task).random_target(model.preset, cfg.batch, *cfg.hw, device=device)
 
     def step(mark):
         loss_fn(x, target, weight)["loss"].backward()
@@ -98,7 +89,7 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, help="timed steps (default 10 on CUDA, 3 on CPU)")
     ap.add_argument("--warmup", type=int, help="untimed steps (default 3 on CUDA, 1 on CPU)")
     ap.add_argument("--threads", type=int, help="CPU threads for torch")
-    ap.add_argument("--out-dir", default=str(RESULTS))
+    ap.add_argument("--output", "--out-dir", default=str(RESULTS), help="results folder (default benchmarks/results)")
     args = ap.parse_args(argv)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     cuda = device == "cuda"
@@ -123,7 +114,7 @@ def main(argv=None) -> int:
             if "error" not in row else row["error"]
         print(f"{name:34s} {shown}", flush=True)
     dev = device_name(device)
-    stem = Path(args.out_dir) / f"train_throughput-{slug(dev)}-{datetime.date.today()}"
+    stem = Path(args.output) / f"train_throughput-{slug(dev)}-{datetime.date.today()}"
     meta = {"device": dev, "torch": torch.__version__, "threads": torch.get_num_threads(), "runs": runs,
             "warmup": warmup, "load_average_1min": os.getloadavg()[0]}  # other jobs on a shared machine
     fields = ["name", "preset", "size", "hw", "batch", "precision", "checkpointing", "images_per_s", "step_ms",

@@ -6,12 +6,12 @@
     from mp_deploy.export.build_engine import BuildSpec, build
     artifacts = build(BuildSpec(task="depth", backend="onnx"))
 
-auto = TensorRT FP16 when TensorRT imports and a GPU is present, else AOTInductor (CUDA when present, else
-CPU), and ONNX always. torch-tensorrt = torch_tensorrt.dynamo on the exported program, saved as a `.pt2`.
-Every artifact is written atomically with a JSON sidecar, validated against eager fp32 on fresh random
-inputs, and listed in a closing table (size, parity error, median latency here). With no checkpoint it
-builds the bundled default model. Every argument, the checkpoint and the output folder are checked before any
-export work starts.
+Backends are the registry's (mp_deploy.backends): auto = the best available "primary" backend (TensorRT FP16
+when TensorRT imports and a GPU is present, else AOTInductor, CUDA when present, else CPU) and ONNX always; all =
+every backend available here. Every artifact is written atomically with a JSON sidecar, validated against eager
+fp32 on fresh random inputs, and listed in a closing table (size, parity error, median latency here). With no
+checkpoint it builds the bundled default model. Every argument, the checkpoint and the output folder are checked
+before any export work starts.
 """
 from __future__ import annotations
 
@@ -26,23 +26,27 @@ from pathlib import Path
 
 import torch
 
-from mp_deploy import cli
+from mp_deploy import backends, cli, tasks
 from mp_deploy.artifacts import Sidecar, gpu_info, read_sidecar, write_sidecar
-from mp_deploy.configs import DEFAULT_PRESET, get_preset
+from mp_deploy.backends import BuildOptions, Product
 from mp_deploy.engine import Engine
-from mp_deploy.errors import BuildError, UsageError
-from mp_deploy.export import aoti, onnx_export, tensorrt_build, torch_tensorrt_build
+from mp_deploy.errors import UsageError
 from mp_deploy.export.networks import ShapeRange, TaskNetwork
-from mp_deploy.export.validate import ParityError, check_parity, tensorrt_graph_problems
+from mp_deploy.export.parity import RULES, ParityError, measure_parity
+from mp_deploy.tasks import get_preset
 from mp_deploy.timing import median_ms
 from mp_deploy.util import inside, sha256_file, tf32_off, writable_folder
 
-TOLERANCE = {"fp32": 1e-4, "fp16": 5e-3}
-PARITY_AGAINST = ("relative L2 of the task output against eager fp32 (TF32 off), worst of two fresh random "
-                  "inputs at the opt and min shapes")
+TOLERANCE = {name: rule.rel_l2 for name, rule in RULES.items()}  # the plain measure (export.parity.RULES)
+PARITY_AGAINST = ("the task output against eager fp32 (TF32 off), worst of two fresh random inputs at the opt and "
+                  "min shapes")
 DEFAULT_SEED = 0
-BACKENDS = ("auto", "tensorrt", "aoti", "onnx", "torch-tensorrt", "all")
 PRECISIONS = ("auto", "fp16", "fp32")
+
+
+def backend_choices() -> tuple[str, ...]:
+    """What --backend takes here: auto, every registered backend, all."""
+    return (backends.AUTO, *backends.names(), backends.ALL)
 
 
 @dataclass
@@ -60,11 +64,19 @@ class BuildSpec:
     batch: tuple[int, int, int] | None = None
     height: tuple[int, int, int] | None = None
     width: tuple[int, int, int] | None = None
-    out_dir: str = "artifacts"
+    output: str = "artifacts"  # the folder the artifacts are written to
     force: bool = False  # rebuild artifacts that are up to date
     kernels: bool = False  # our Triton kernels inside CUDA AOTInductor packages
     opt_level: int = 3  # TensorRT builder optimization level (tensorrt, torch-tensorrt)
     runs: int = 5  # timed runs per artifact for the latency column
+    out_dir: str | None = None  # deprecated spelling of `output` (one release)
+
+    def __post_init__(self):
+        if self.out_dir is not None:
+            import warnings
+
+            warnings.warn("BuildSpec(out_dir=...) is deprecated: use output=...", DeprecationWarning, stacklevel=3)
+            self.output, self.out_dir = self.out_dir, None
 
 
 @dataclass
@@ -78,6 +90,7 @@ class Artifact:
     median_ms: float
     status: str = "ok"  # ok, or "FAIL: <why>"
     notes: list = field(default_factory=list)
+    centred_rel_l2: float = float("nan")  # the error relative to the output's own variation (export.parity)
 
     @property
     def ok(self) -> bool:
@@ -134,12 +147,10 @@ def source_preset(spec: BuildSpec):
 
     path = spec.checkpoint
     if path is None and spec.sd_weights is None and spec.model_size is None:
-        from mp_deploy import demo
-
-        path = demo.checkpoint(spec.task)
+        path = demo_checkpoint(spec.task)
     meta = safetensors_metadata(path) if path is not None and str(path).endswith(".safetensors") else {}
     if meta.get("format") != FORMAT_TAG:  # official files and SD weights: the preset is ours to choose
-        return get_preset(spec.preset or DEFAULT_PRESET[spec.task])
+        return get_preset(spec.preset or tasks.get(spec.task).default_preset)
     own, _ = checkpoint_preset(meta, path)
     if spec.preset not in (None, own.name):
         raise UsageError(f"{path} is a model of preset {own.name}, not {spec.preset}: drop --preset (an official "
@@ -149,12 +160,11 @@ def source_preset(spec: BuildSpec):
 
 def plan(spec: BuildSpec) -> Plan:
     """Check every argument and the output folder; UsageError on the first problem."""
-    from mp_deploy.configs import SIZES, TASKS
+    from mp_deploy.configs import SIZES
 
-    if spec.task not in TASKS:
-        raise UsageError(f"unknown task {spec.task!r}; choose one of {', '.join(TASKS)}")
-    if spec.backend not in BACKENDS:
-        raise UsageError(f"unknown backend {spec.backend!r}; choose one of {', '.join(BACKENDS)}")
+    tasks.get(spec.task)  # UsageError naming the known tasks
+    if spec.backend not in backend_choices():
+        raise UsageError(f"unknown backend {spec.backend!r}; choose one of {', '.join(backend_choices())}")
     if spec.precision not in PRECISIONS:
         raise UsageError(f"unknown precision {spec.precision!r}; choose one of {', '.join(PRECISIONS)}")
     if spec.model_size is not None and spec.model_size not in SIZES:
@@ -182,27 +192,25 @@ def plan(spec: BuildSpec) -> Plan:
     window = preset.window
     shapes = ShapeRange(spec.batch or (1, 1, 1), spec.height or (window[0],) * 3, spec.width or (window[1],) * 3)
     try:
-        out_dir = writable_folder(spec.out_dir)
+        out_dir = writable_folder(spec.output)
     except ValueError as e:
         raise UsageError(f"output folder: {e}") from None
     return Plan(spec, device, precision, plan_backends(spec.backend, device), shapes, out_dir)
 
 
 def plan_backends(requested: str, device: str) -> list[str]:
-    trt_ok, trt_reason = tensorrt_build.available()
-    if requested == "auto":
-        backends = (["tensorrt"] if trt_ok else ["aoti"]) + ["onnx"]
-        if not trt_ok:
-            log(f"TensorRT skipped: {trt_reason}; building AOTInductor ({device}) and ONNX")
-        return backends
-    torch_trt_ok, torch_trt_reason = torch_tensorrt_build.available()
-    if requested == "all":
-        return ["onnx", "aoti"] + (["tensorrt"] if trt_ok else []) + (["torch-tensorrt"] if torch_trt_ok else [])
-    if requested == "tensorrt" and not trt_ok:
-        raise UsageError(f"--backend tensorrt: {trt_reason}")
-    if requested == "torch-tensorrt" and not torch_trt_ok:
-        raise UsageError(f"--backend torch-tensorrt: {torch_trt_reason}")
-    return [requested]
+    """The backends to build, each available on `device` (UsageError naming one that is not)."""
+    if requested == backends.AUTO:
+        chosen = backends.auto_build(device, log)
+    elif requested == backends.ALL:
+        chosen = backends.all_available(device)
+    else:
+        chosen = [requested]
+    for name in chosen:
+        ok, why = backends.get(name).available(device)
+        if not ok:
+            raise UsageError(f"--backend {name}: {why}")
+    return chosen
 
 
 # ------------------------------------------------------------------ the build
@@ -210,7 +218,8 @@ def plan_backends(requested: str, device: str) -> list[str]:
 def load_source(spec: BuildSpec):
     """-> (model in fp32 eval mode, source description for the sidecar)."""
     from mp_deploy.checkpoints import load_model, load_sd_weights
-    from mp_deploy.models import SEEDED_RULE, build_model, seeded_model
+    from mp_deploy.models import SEEDED_RULE
+    from mp_deploy.tasks import build_model, seeded_model
 
     overrides = {"preset": spec.preset} if spec.preset else {}
     if spec.checkpoint:
@@ -225,9 +234,7 @@ def load_source(spec: BuildSpec):
         return model.eval(), {"sd_weights": str(spec.sd_weights), "sha256": sha256_file(spec.sd_weights),
                               "heads": "initialised"}
     if spec.model_size is None:  # the bundled demo model, trained on synthetic scenes (mp_deploy.demo)
-        from mp_deploy import demo
-
-        path = demo.checkpoint(spec.task)
+        path = demo_checkpoint(spec.task)
         model = load_model(path)
         log(f"no --checkpoint: the bundled demo model ({model.size.name}, preset {model.preset.name}, trained on "
             "synthetic scenes; docs/training.md)")
@@ -238,10 +245,15 @@ def load_source(spec: BuildSpec):
     return model, {"seeded": spec.model_size, "seed": DEFAULT_SEED, "rule": SEEDED_RULE}
 
 
-def artifact_name(network: TaskNetwork, backend: str, device: str) -> str:
-    stem = f"{network.task}-{network.preset['name']}-{network.size}-{network.precision}"
-    return {"onnx": f"{stem}.onnx", "onnx-trt": f"{stem}.trt.onnx", "aoti": f"{stem}-{device}.pt2",
-            "tensorrt": f"{stem}.engine", "torch-tensorrt": f"{stem}-torch-trt.pt2"}[backend]
+def demo_checkpoint(task: str):
+    """The bundled demo model of `task`: the default when no model is named."""
+    from mp_deploy import demo
+
+    return demo.checkpoint(task)
+
+
+def artifact_stem(network: TaskNetwork) -> str:
+    return f"{network.task}-{network.preset['name']}-{network.size}-{network.precision}"
 
 
 def up_to_date(path: Path, source: dict, network: TaskNetwork) -> bool:
@@ -258,7 +270,9 @@ def up_to_date(path: Path, source: dict, network: TaskNetwork) -> bool:
 def build(spec: BuildSpec) -> list[Artifact]:
     """Build, check and time every artifact the spec asks for -> one Artifact per runnable file."""
     p = plan(spec)
-    steps = Steps(2 + 2 * len(p.backends) + (1 if "tensorrt" in p.backends else 0))
+    products = {name: backends.get(name).products("", p.device) for name in p.backends}
+    steps = Steps(2 + sum(len(ps) + sum(q.runnable for q in ps) for ps in products.values()))
+    options = BuildOptions(kernels=spec.kernels, opt_level=spec.opt_level, out_dir=p.out_dir)
     t0 = time.perf_counter()
     with tf32_off():  # the fp32 reference runs in true fp32 on CUDA
         with steps("loading the model"):
@@ -267,19 +281,19 @@ def build(spec: BuildSpec) -> list[Artifact]:
             network = TaskNetwork(reference, p.precision, p.shapes, p.device)
             reference = reference.to(p.device)
         artifacts = []
-        for backend in p.backends:
-            kinds = ["onnx-trt", "tensorrt"] if backend == "tensorrt" else [backend]
-            for kind in kinds:
-                path = output_path(p.out_dir, artifact_name(network, kind, p.device))
+        for name in p.backends:
+            backend = backends.get(name)
+            for product in products[name]:
+                path = output_path(p.out_dir, artifact_stem(network) + product.suffix)
                 if not spec.force and up_to_date(path, source, network):
                     log(f"{path.name}: up to date (same source and shapes), reused; --force rebuilds")
                 else:
                     with steps(f"building {path.name}"):
-                        sidecar = sidecar_for(kind, backend, network, p, source)
-                        sidecar.extra_files = write_artifact(kind, network, path, spec, sidecar.contract())
+                        sidecar = sidecar_for(product, network, p, source)
+                        sidecar.extra_files = backend.write(product, network, path, options, sidecar.contract())
                         write_sidecar(path, sidecar)
-                if kind == "onnx-trt":
-                    continue  # an input of the TensorRT build; ONNX Runtime cannot run its plugin nodes
+                if not product.runnable:
+                    continue  # an input of the next step (TensorRT's parser input)
                 with steps(f"checking {path.name} against eager fp32"):
                     artifacts.append(validate(path, reference, network, spec.runs))
     print_table(artifacts)
@@ -297,83 +311,45 @@ def output_path(folder: Path, name: str) -> Path:
         raise UsageError(f"artifact name {name!r}: {e}") from None
 
 
-def sidecar_for(kind: str, backend: str, network: TaskNetwork, p: Plan, source: dict) -> Sidecar:
-    device = "cuda" if kind in ("tensorrt", "torch-tensorrt") else (p.device if kind == "aoti" else "cpu")
+def sidecar_for(product: Product, network: TaskNetwork, p: Plan, source: dict) -> Sidecar:
     sidecar = Sidecar(task=network.task, preset=network.preset, size=network.size,
-                      backend="onnx" if kind == "onnx-trt" else backend, device=device, precision=p.precision,
-                      shapes=p.shapes.as_dict(), input=network.io[0], output=network.io[1], source=source,
-                      gpu=gpu_info() if device == "cuda" else None)
-    if kind == "onnx-trt":
-        sidecar.output = dict(sidecar.output, onnx_flavour="tensorrt plugins")
+                      backend=product.sidecar_backend, device=product.device, precision=p.precision,
+                      shapes=p.shapes.as_dict(), input=network.io[0], output=network.io[1] | product.output_extra,
+                      source=source, gpu=gpu_info() if product.device == "cuda" else None)
     return sidecar
-
-
-def write_artifact(kind: str, network: TaskNetwork, path: Path, spec: BuildSpec, contract: dict) -> list[str]:
-    """Write the artifact with its contract embedded (a TensorRT plan cannot hold one) -> the extra files
-    written beside it."""
-    if kind == "onnx":
-        return onnx_export.export_onnx(network, path, "standard", contract)
-    if kind == "onnx-trt":
-        extras = onnx_export.export_onnx(network, path, "tensorrt", contract)
-        problems = tensorrt_graph_problems(onnx_export.load_checked(path))
-        if problems:
-            raise BuildError(f"{path.name} would not import into TensorRT: " + "; ".join(problems))
-        return extras
-    if kind == "aoti":
-        aoti.export_aoti(network, path, kernels=network.device == "cuda" and spec.kernels, contract=contract)
-        return []
-    if kind == "torch-tensorrt":
-        torch_tensorrt_build.build_package(network, path, optimization_level=spec.opt_level, contract=contract)
-        return []
-    if kind == "tensorrt":
-        onnx_path = path.with_name(artifact_name(network, "onnx-trt", network.device))
-        tensorrt_build.build_engine(onnx_path, path, network.shapes, optimization_level=spec.opt_level,
-                                    timing_cache=path.parent / "timing.cache")
-        return []
-    raise ValueError(kind)
 
 
 def validate(path: Path, reference, network: TaskNetwork, runs: int) -> Artifact:
     """Parity against eager fp32 (recorded in the sidecar, with the rule it was held to) and latency here."""
     engine = Engine.load(path)  # verifies the sidecar and checksums once
     megabytes = (path.stat().st_size + sum(e["bytes"] for e in engine.meta["extra_files"])) / 2 ** 20
-    rule = TOLERANCE[network.precision]
+    rule = RULES[network.precision]
     try:
-        rel, status = check_parity(engine.runner, reference, network, rule), "ok"
+        measured, status = measure_parity(engine.runner, reference, network, rule), "ok"
+        rel, centred = measured.rel_l2, measured.centred_rel_l2
     except ParityError as e:
-        rel, status = e.rel_l2, f"FAIL: {e}"
-    parity = {"rel_l2": rel if math.isfinite(rel) else None, "rule": rule, "ok": status == "ok",
-              "against": PARITY_AGAINST}
+        rel, centred, status = e.rel_l2, e.centred_rel_l2, f"FAIL: {e}"
+    finite = lambda v: v if math.isfinite(v) else None  # noqa: E731 (NaN is not JSON)
+    parity = {"rel_l2": finite(rel), "centred_rel_l2": finite(centred), "rule": rule.rel_l2,
+              "centred_rule": rule.centred_rel_l2, "ok": status == "ok", "against": PARITY_AGAINST,
+              "rule_text": rule.describe()}
     if engine.meta["parity"] != parity:
         write_sidecar(path, Sidecar(**{**engine.meta, "parity": parity}))
     x = network.sample("opt").to(engine.device)
     ms = median_ms(lambda: engine.runner(x), runs, warmup=1, cuda=x.is_cuda)
-    return Artifact(path, engine.meta["backend"], megabytes, rel, ms, status)
+    return Artifact(path, engine.meta["backend"], megabytes, rel, ms, status, centred_rel_l2=centred)
 
 
 def print_table(artifacts: list[Artifact]) -> None:
     device = (gpu_info() or {}).get("name") or "CPU"
-    log(f"\n{'artifact':44s} {'size MB':>9s} {'rel L2 vs eager fp32':>21s} {'median ms':>10s}  status   ({device})")
+    log(f"\n{'artifact':44s} {'size MB':>9s} {'rel L2 vs eager fp32':>21s} {'centred':>9s} {'median ms':>10s}  "
+        f"status   ({device})")
     for a in artifacts:
-        log(f"{a.path.name:44s} {a.megabytes:9.1f} {a.rel_l2:21.2e} {a.median_ms:10.1f}  {a.status}")
+        log(f"{a.path.name:44s} {a.megabytes:9.1f} {a.rel_l2:21.2e} {a.centred_rel_l2:9.2e} {a.median_ms:10.1f}  "
+            f"{a.status}")
 
 
 # ------------------------------------------------------------------ command line
-
-def _triple(name: str):
-    def parse(text: str) -> tuple[int, int, int]:
-        try:
-            values = [int(v) for v in text.split(",")]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"--{name} takes MIN,OPT,MAX or one value, got {text!r}") from None
-        if len(values) == 1:
-            values = values * 3
-        if len(values) != 3:
-            raise argparse.ArgumentTypeError(f"--{name} takes MIN,OPT,MAX or one value, got {text!r}")
-        return tuple(values)
-
-    return parse
-
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     cli.add_task(ap)
@@ -382,29 +358,29 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--sd-weights", help="SD-1.5 weights (file or diffusers folder) for a full-size model "
                                          "with fresh heads, when no --checkpoint is given")
     cli.add_model_size(ap, "size of the bundled default model (default tiny)")
-    ap.add_argument("--backend", default="auto", choices=BACKENDS)
-    ap.add_argument("--precision", default="auto", choices=PRECISIONS, help="auto: fp16 on CUDA, fp32 on CPU")
+    cli.add_backend(ap, "auto: the best available here + ONNX; all: every one available; or one backend")
+    cli.add_precision(ap, "auto", "auto: fp16 on CUDA, fp32 on CPU")
     cli.add_device(ap)
-    ap.add_argument("--batch", type=_triple("batch"), help="MIN,OPT,MAX or one value (default 1)")
-    ap.add_argument("--height", type=_triple("height"),
-                    help="MIN,OPT,MAX (a dynamic range: multiples of 64, min >= 128) or one value "
-                         "(default: the model preset's window: 128 for the demos, 480 for nyu)")
-    ap.add_argument("--width", type=_triple("width"), help="like --height")
-    ap.add_argument("--out-dir", default="artifacts")
+    ap.add_argument("--batch", type=cli.size_range, metavar="B|MIN,OPT,MAX", help="batch range (default 1)")
+    cli.add_sizes(ap, "MIN,OPT,MAX (a dynamic range: multiples of 64, min >= 128) or one value (default: the model "
+                      "preset's window: 128 for the demos, 480 for nyu)")
+    cli.add_output(ap, "the folder the artifacts are written to (default artifacts)", default="artifacts",
+                   deprecated=("--out-dir",))
     ap.add_argument("--force", action="store_true", help="rebuild artifacts that are up to date")
     # off by default: CUDA AOTInductor packages holding user-defined Triton kernels crashed at load on torch
     # 2.11 (docs/performance.md); Inductor's own kernels are used instead
-    ap.add_argument("--kernels", default="off", choices=["on", "off"],
-                    help="compile our Triton kernels into CUDA AOTInductor packages (default off)")
+    cli.add_kernels(ap, "off", "compile our Triton kernels into CUDA AOTInductor packages (default off)")
     ap.add_argument("--opt-level", type=int, default=3, choices=range(6), metavar="{0..5}",
                     help="TensorRT builder optimization level (tensorrt and torch-tensorrt)")
     cli.add_runs(ap, 5, "timed runs per artifact for the latency column")
 
 
 def spec_from_args(args: argparse.Namespace) -> BuildSpec:
+    cli.check_choice(args.precision, PRECISIONS, "--precision")
+    cli.check_choice(args.backend, backend_choices(), "--backend")
     return BuildSpec(task=args.task, preset=args.preset, checkpoint=args.checkpoint, sd_weights=args.sd_weights,
                      model_size=args.model_size, backend=args.backend, precision=args.precision, device=args.device,
-                     batch=args.batch, height=args.height, width=args.width, out_dir=args.out_dir, force=args.force,
+                     batch=args.batch, height=args.height, width=args.width, output=args.output, force=args.force,
                      kernels=args.kernels == "on", opt_level=args.opt_level, runs=args.runs)
 
 

@@ -5,17 +5,17 @@ The R refinement steps are a Python loop in the eager model; torch.export traces
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.export import Dim
 
+from mp_deploy import tasks
 from mp_deploy.artifacts import describe_io
-from mp_deploy.configs import OUTPUT_NAMES, preset_to_dict
+from mp_deploy.configs import preset_to_dict
 from mp_deploy.errors import UsageError
+from mp_deploy.precision import to_precision
 
 MULTIPLE = 64  # every task network takes sides that are multiples of 64 (the UNet's total stride x 8)
 
@@ -51,36 +51,6 @@ class ShapeRange:
         return all(lo == hi for lo, _, hi in (self.batch, self.height, self.width))
 
 
-class FP32GroupNorm(nn.GroupNorm):
-    """GroupNorm whose statistics and affine run in fp32 for fp16 activations (fp16 overflow risk)."""
-
-    def forward(self, x):
-        return F.group_norm(x.float(), self.num_groups, self.weight, self.bias, self.eps).to(x.dtype)
-
-
-class FP32LayerNorm(nn.LayerNorm):
-    def forward(self, x):
-        return F.layer_norm(x.float(), self.normalized_shape, self.weight, self.bias, self.eps).to(x.dtype)
-
-
-def to_precision(model: nn.Module, precision: str) -> nn.Module:
-    """A copy of the model in fp32, or in fp16 with every normalisation kept in fp32."""
-    model = copy.deepcopy(model).eval()
-    if precision == "fp32":
-        return model.float()
-    if precision != "fp16":
-        raise UsageError(f"precision must be fp16 or fp32, got {precision!r}")
-    model.half()
-    for m in model.modules():
-        if type(m) is nn.GroupNorm:
-            m.__class__ = FP32GroupNorm
-            m.float()
-        elif type(m) is nn.LayerNorm:
-            m.__class__ = FP32LayerNorm
-            m.float()
-    return model
-
-
 class TaskNetwork:
     """The exportable form of one task model: images (B, 3, H, W) in [0, 1] -> one output tensor."""
 
@@ -94,7 +64,7 @@ class TaskNetwork:
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
         self.model = to_precision(model, precision).to(device)
         self.input_names = ["images"]
-        self.output_names = [OUTPUT_NAMES[self.task]]
+        self.output_names = [tasks.get(self.task).output_name]
         self.io = describe_io(self.task, self.preset, precision)
 
     def sample(self, which: str = "opt", seed: int = 0) -> torch.Tensor:

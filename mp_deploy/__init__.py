@@ -1,5 +1,5 @@
 """mp-deploy: the Meta Prompts model (Wan et al., arXiv 2312.14733) for depth, segmentation and pose."""
-__version__ = "0.1.0"
+from mp_deploy.version import __version__  # noqa: F401
 
 _PREDICTION = ("predict", "predict_iter", "Predictor")
 

@@ -16,44 +16,18 @@ import json
 import math
 import platform
 import re
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from mp_deploy import __version__
-from mp_deploy.errors import UserError
+from mp_deploy import backends, tasks
+from mp_deploy.version import __version__
+from mp_deploy.backends.tensorrt import tensorrt_version
+from mp_deploy.contract import (CONTRACT_ENTRY, CONTRACT_FIELDS, FORMAT, MAX_PIXELS, MAX_SIDECAR_BYTES,  # noqa: F401
+                                ONNX_METADATA_KEY, SCHEMA, contract_json, gpu_info)
+from mp_deploy.errors import ArtifactError
 from mp_deploy.util import atomic_write, sha256_file
-
-SCHEMA = json.loads((Path(__file__).parent / "artifact_schema.json").read_text())
-FORMAT = SCHEMA["format"]
-BACKEND_SUFFIX = SCHEMA["backend_suffix"]
-CONTRACT_FIELDS = tuple(SCHEMA["contract_fields"])
-CONTRACT_ENTRY = SCHEMA["contract_entry"]  # inside the .pt2 archive's root folder
-ONNX_METADATA_KEY = SCHEMA["onnx_metadata_key"]
-MAX_PIXELS = SCHEMA["max_pixels"]  # per image, checked before any conversion (Python and C++ alike)
-MAX_SIDECAR_BYTES = 1 << 20
-
-
-class ArtifactError(UserError, RuntimeError):
-    """An artifact that is missing, corrupt, inconsistent with its sidecar, or built for another machine."""
-
-
-def gpu_info(device=None) -> dict | None:
-    if not torch.cuda.is_available():
-        return None
-    i = torch.device(device or "cuda").index or 0
-    major, minor = torch.cuda.get_device_capability(i)
-    return {"name": torch.cuda.get_device_name(i), "compute_capability": f"{major}.{minor}"}
-
-
-def tensorrt_version() -> str | None:
-    try:
-        import tensorrt
-    except ImportError:
-        return None
-    return tensorrt.__version__
 
 
 def runtime_versions() -> dict:
@@ -72,7 +46,7 @@ class Sidecar:
     task: str
     preset: dict
     size: str
-    backend: str  # onnx | aoti | tensorrt | torch-tensorrt
+    backend: str  # a registered backend's name (mp_deploy.backends): onnx | aoti | tensorrt | torch-tensorrt
     device: str  # cpu | cuda
     precision: str  # fp32 | fp16
     shapes: dict  # {"batch": [min, opt, max], "height": [...], "width": [...], "multiple_of": m}
@@ -101,10 +75,6 @@ def contract_of(meta: dict) -> dict:
     return {k: meta[k] for k in CONTRACT_FIELDS}
 
 
-def contract_json(contract: dict) -> str:
-    return json.dumps(contract, sort_keys=True, separators=(",", ":"))
-
-
 def sidecar_path(path) -> Path:
     return Path(str(path) + ".json")
 
@@ -115,20 +85,49 @@ def describe_io(task: str, preset: dict, precision: str) -> tuple[dict, dict]:
     inp = {"name": "images", "layout": "NCHW", "dtype": dtype, "color": "RGB", "range": [0.0, 1.0],
            "scale": 1.0 / 255.0, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0],
            "note": "pixels / 255; the model maps [0, 1] to [-1, 1] itself"}
-    if task == "depth":
-        out = {"name": "depth", "kind": "depth", "unit": "m", "max_depth": preset["max_depth"], "stride": 1,
-               "png16_scale": preset["png16_scale"]}
-    elif task == "seg":
-        out = {"name": "logits", "kind": "segmentation", "num_classes": preset["num_classes"], "stride": 1,
-               "postprocess": "argmax over classes"}
-    else:
-        out = {"name": "heatmaps", "kind": "pose", "num_keypoints": preset["num_keypoints"], "stride": 4,
-               "postprocess": "argmax per heatmap -> (x, y, score) in input pixels"}
-    out["dtype"] = dtype
+    out = tasks.get(task).describe_output(preset) | {"dtype": dtype}
     return inp, out
 
 
 # ------------------------------------------------------------------ the schema
+
+def registry_parts() -> dict:
+    """What the schema says about tasks and backends, from the registries: the task and backend enums, each
+    task's output name, kind and fields, each backend's suffix. The schema file holds the built-in tasks' and
+    backends' (the C++ library compiles it in); a test holds the two equal."""
+    ts, bs = tasks.all_tasks(), backends.all_backends()
+    return {"task_enum": [t.name for t in ts], "preset_task_enum": [t.name for t in ts],
+            "backend_enum": [b.name for b in bs],
+            "output_name_enum": sorted({t.output_name for t in ts}, key=[t.output_name for t in ts].index),
+            "output_kind_enum": sorted({t.output_kind for t in ts}, key=[t.output_kind for t in ts].index),
+            "output_names": {t.name: t.output_name for t in ts}, "output_kinds": {t.name: t.output_kind for t in ts},
+            "output_fields": {t.name: list(t.output_fields) for t in ts},
+            "backend_suffix": {b.name: b.suffix for b in bs}}
+
+
+def file_parts(node: dict = SCHEMA) -> dict:
+    """The same parts as the schema file states them."""
+    fields = node["sidecar"]["fields"]
+    return {"task_enum": fields["task"]["enum"], "preset_task_enum": fields["preset"]["fields"]["task"]["enum"],
+            "backend_enum": fields["backend"]["enum"],
+            "output_name_enum": fields["output"]["fields"]["name"]["enum"],
+            "output_kind_enum": fields["output"]["fields"]["kind"]["enum"],
+            "output_names": node["output_names"], "output_kinds": node["output_kinds"],
+            "output_fields": node["output_fields"], "backend_suffix": node["backend_suffix"]}
+
+
+def schema() -> dict:
+    """The schema in force: the file's, with its task and backend parts from the registries (a task or backend
+    registered at run time is known to the checks)."""
+    s = json.loads(json.dumps(SCHEMA))
+    parts, fields = registry_parts(), s["sidecar"]["fields"]
+    fields["task"]["enum"], fields["preset"]["fields"]["task"]["enum"] = parts["task_enum"], parts["preset_task_enum"]
+    fields["backend"]["enum"] = parts["backend_enum"]
+    fields["output"]["fields"]["name"]["enum"] = parts["output_name_enum"]
+    fields["output"]["fields"]["kind"]["enum"] = parts["output_kind_enum"]
+    s.update({k: parts[k] for k in ("output_names", "output_kinds", "output_fields", "backend_suffix")})
+    return s
+
 
 def check_schema(node: dict, value, where: str) -> None:
     """Raise ArtifactError naming `where` when value does not match the schema node (artifact_schema.json)."""
@@ -187,12 +186,16 @@ def check_schema(node: dict, value, where: str) -> None:
 def check_consistency(meta: dict, where: str) -> None:
     """What the schema cannot say: fields that must agree with each other."""
     task = meta["task"]
+    if task not in tasks.names():
+        raise ArtifactError(f"{where}: task {task!r} is not one of {', '.join(tasks.names())}")
+    if meta["backend"] not in backends.names():
+        raise ArtifactError(f"{where}: backend {meta['backend']!r} is not one of {', '.join(backends.names())}")
     if meta["preset"]["task"] != task:
         raise ArtifactError(f"{where}: preset.task {meta['preset']['task']!r} differs from task {task!r}")
-    out = meta["output"]
-    if out["name"] != SCHEMA["output_names"][task] or out["kind"] != SCHEMA["output_kinds"][task]:
+    out, spec = meta["output"], tasks.get(task)
+    if out["name"] != spec.output_name or out["kind"] != spec.output_kind:
         raise ArtifactError(f"{where}: output {out['name']!r} ({out['kind']}) is not a {task} output")
-    missing = [k for k in SCHEMA["output_fields"][task] if k not in out]
+    missing = [k for k in spec.output_fields if k not in out]
     if missing:
         raise ArtifactError(f"{where}: a {task} output needs {', '.join(missing)}")
     if meta["device"] == "cuda" and meta["gpu"] is None:
@@ -212,42 +215,19 @@ def check_consistency(meta: dict, where: str) -> None:
 
 def check_sidecar(meta, where: str) -> dict:
     """Schema and consistency of a sidecar read from a file."""
-    check_schema(SCHEMA["sidecar"], meta, where)
+    check_schema(schema()["sidecar"], meta, where)
     check_consistency(meta, where)
     return meta
 
 
 # ------------------------------------------------------------------ the contract inside the artifact
 
-def embed_contract_pt2(package: str | Path, contract: dict) -> None:
-    """Add the contract to an AOTInductor / torch-tensorrt `.pt2` archive (a zip), as an entry of its root
-    folder's extra/ files, which the loaders ignore."""
-    with zipfile.ZipFile(package, "a") as z:
-        root = z.namelist()[0].split("/", 1)[0]
-        z.writestr(f"{root}/{CONTRACT_ENTRY}", contract_json(contract), compress_type=zipfile.ZIP_STORED)
-
-
 def embedded_contract(artifact: Path, backend: str) -> dict | None:
-    """The contract stored inside the artifact (None for a TensorRT plan, which cannot hold one)."""
+    """The contract stored inside the artifact, read by its backend (None for a TensorRT plan, which cannot hold
+    one)."""
     try:
-        if backend in ("aoti", "torch-tensorrt"):
-            with zipfile.ZipFile(artifact) as z:
-                names = [n for n in z.namelist() if n.split("/", 1)[-1] == CONTRACT_ENTRY]
-                if len(names) != 1:
-                    raise ArtifactError(f"{artifact} holds no contract ({CONTRACT_ENTRY}): not built by mp-deploy "
-                                        "build, or altered")
-                if z.getinfo(names[0]).compress_type != zipfile.ZIP_STORED:  # as written; C++ reads it stored
-                    raise ArtifactError(f"the contract inside {artifact} is compressed: altered")
-                text = z.read(names[0])
-        elif backend == "onnx":
-            import onnx
-
-            props = {p.key: p.value for p in onnx.load(str(artifact), load_external_data=False).metadata_props}
-            if ONNX_METADATA_KEY not in props:
-                raise ArtifactError(f"{artifact} holds no contract (metadata {ONNX_METADATA_KEY!r}): not built by "
-                                    "mp-deploy build, or altered")
-            text = props[ONNX_METADATA_KEY]
-        else:
+        text = backends.get(backend).read_contract(artifact)
+        if text is None:
             return None
         contract = json.loads(text)
     except ArtifactError:
@@ -316,9 +296,10 @@ def read_sidecar(artifact, check_machine: bool = True) -> dict:
         raise ArtifactError(f"sidecar {side} has format {meta.get('format')!r}, expected {FORMAT!r}: re-export it "
                             "with `mp-deploy build`")
     check_sidecar(meta, f"sidecar {side.name}")
-    if BACKEND_SUFFIX[meta["backend"]] != artifact.suffix:
-        raise ArtifactError(f"{artifact.name}: sidecar says backend {meta['backend']!r} "
-                            f"({BACKEND_SUFFIX[meta['backend']]}), file is {artifact.suffix}")
+    suffix = backends.get(meta["backend"]).suffix
+    if not artifact.name.endswith(suffix):
+        raise ArtifactError(f"{artifact.name}: sidecar says backend {meta['backend']!r} ({suffix}), file is "
+                            f"{artifact.suffix}")
     _check_file(artifact, meta["file_sha256"], meta["file_bytes"], "the artifact")
     for extra in meta["extra_files"]:  # names are plain file names (schema): always beside the artifact
         _check_file(artifact.parent / extra["name"], extra["sha256"], extra["bytes"], f"external data of {artifact.name}")
@@ -326,7 +307,7 @@ def read_sidecar(artifact, check_machine: bool = True) -> dict:
         _check_file(artifact.parent / plugin["name"], plugin["sha256"], None, f"plugin library of {artifact.name}")
     embedded = embedded_contract(artifact, meta["backend"])
     if embedded is not None:
-        check_schema({"type": "object", "fields": SCHEMA["sidecar"]["fields"], "additional": False}, embedded,
+        check_schema({"type": "object", "fields": schema()["sidecar"]["fields"], "additional": False}, embedded,
                      f"contract inside {artifact.name}")
         compare_contracts(meta, embedded, artifact)
     if check_machine:
@@ -335,28 +316,15 @@ def read_sidecar(artifact, check_machine: bool = True) -> dict:
 
 
 def check_machine_matches(meta: dict, artifact) -> None:
+    """ArtifactError when this machine cannot run the artifact: a CUDA artifact needs a CUDA device of its
+    compute capability; then its backend's own checks (versions, GPU model)."""
     built_gpu = meta.get("gpu")
     if meta["device"] == "cuda":
         here = gpu_info()
         if here is None:
             raise ArtifactError(f"{artifact} was built for CUDA ({built_gpu and built_gpu['name']}); "
                                 "this machine has no CUDA device")
-        if meta["backend"] in ("tensorrt", "torch-tensorrt") and here["name"] != built_gpu["name"]:
-            raise ArtifactError(f"{artifact} was built for {built_gpu['name']}, this GPU is {here['name']}: "
-                                "TensorRT engines are GPU-specific, rebuild it here")
         if here["compute_capability"] != built_gpu["compute_capability"]:
             raise ArtifactError(f"{artifact} was built for compute capability {built_gpu['compute_capability']} "
                                 f"({built_gpu['name']}), this GPU is {here['compute_capability']} ({here['name']})")
-    if meta["backend"] in ("tensorrt", "torch-tensorrt"):
-        built, here = meta["versions"].get("tensorrt"), tensorrt_version()
-        if here is None:
-            raise ArtifactError(f"{artifact} is a TensorRT {built} engine; TensorRT is not installed here")
-        if built != here:
-            raise ArtifactError(f"{artifact} was built with TensorRT {built}, this machine has TensorRT {here}: "
-                                "engines do not carry across versions, rebuild it")
-    if meta["backend"] in ("aoti", "torch-tensorrt"):
-        built_torch = meta["versions"].get("torch") or "unknown"
-        built, here = (".".join(v.split("+")[0].split(".")[:2]) for v in (built_torch, torch.__version__))
-        if built != here:
-            raise ArtifactError(f"{artifact} is an AOTInductor package from torch {built_torch}, "
-                                f"this is torch {torch.__version__}: re-export it with this torch")
+    backends.get(meta["backend"]).check_machine(meta, artifact)

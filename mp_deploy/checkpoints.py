@@ -19,14 +19,15 @@ from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, con
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from mp_deploy.configs import DEFAULT_PRESET, Preset, get_preset, get_size, preset_from_dict, preset_to_dict
+from mp_deploy import tasks
+from mp_deploy.configs import Preset, get_size, preset_to_dict
 from mp_deploy.errors import UserError
-from mp_deploy.models import MetaPromptsModel, build_model
+from mp_deploy.models import MetaPromptsModel
+from mp_deploy.tasks import build_model, get_preset, preset_from_dict
 from mp_deploy.util import atomic_write
 
 FORMAT_TAG = "mp-deploy/1"
 _LDM_UNET = "model.diffusion_model."
-_PREFIX = {"depth": "encoder.", "seg": ""}  # official prefix of the backbone keys
 
 
 class CheckpointError(UserError, ValueError):
@@ -226,17 +227,26 @@ def vae_to_ldm(state: dict) -> dict:
 
 # ---------------------------------------------------------------- official <-> ours
 
+def official_layout(task: str):
+    """The reference's checkpoint layout of `task` (CheckpointError when it released none)."""
+    layout = tasks.get(task).official
+    if layout is None:
+        raise CheckpointError(f"the reference has no official {task} checkpoint layout")
+    return layout
+
+
 def detect_task(state: dict) -> str:
-    if any(k.startswith("encoder.unet.unet.diffusion_model.") for k in state):
-        return "depth"
-    if any(k.startswith("unet.unet.diffusion_model.") for k in state):
-        return "seg"
-    raise CheckpointError("not an official Meta Prompts checkpoint: no `encoder.unet.unet.diffusion_model.*` "
-                          "(depth) or `unet.unet.diffusion_model.*` (segmentation) keys")
+    """The task of an official checkpoint, from where its UNet keys are (each task's layout prefix)."""
+    official = [t for t in tasks.all_tasks() if t.official is not None]
+    for t in sorted(official, key=lambda t: -len(t.official.prefix)):  # the longest prefix first
+        if any(k.startswith(f"{t.official.prefix}unet.unet.diffusion_model.") for k in state):
+            return t.name
+    expected = " or ".join(f"`{t.official.prefix}unet.unet.diffusion_model.*` ({t.name})" for t in official)
+    raise CheckpointError(f"not an official Meta Prompts checkpoint: no {expected} keys")
 
 
 def official_refine_steps(state: dict, task: str) -> int:
-    pat = re.compile(rf"^{re.escape(_PREFIX[task])}t(\d+)$")
+    pat = re.compile(rf"^{re.escape(official_layout(task).prefix)}t(\d+)$")
     steps = sorted(int(m[1]) for k in state if (m := pat.match(k)))
     if not steps or steps != list(range(1, len(steps) + 1)):
         raise CheckpointError(f"official {task} checkpoint: step embeddings t1..tR missing or not contiguous "
@@ -247,16 +257,18 @@ def official_refine_steps(state: dict, task: str) -> int:
 def official_to_ours(state: dict, task: str, layers_per_block: int = 2) -> tuple[dict, dict]:
     """-> (our state dict, unused official tensors kept for the way back). Aliases of the UNet output head
     (`cross_unet_conv*`) must equal it."""
-    p = _PREFIX[task]
+    layout = official_layout(task)
+    p = layout.prefix
     unet_p, vae_p = f"{p}unet.unet.diffusion_model.", f"{p}encoder_vq."
     ours, unet, vae, extras, steps, prompts = {}, {}, {}, {}, {}, {}
     aliases = {}
     for k, v in state.items():
+        head = next((h for h in layout.head_renames if k.startswith(h)), None)
+        if head is not None:  # the depth head: decoder.* -> head.decoder.*, ...
+            ours[layout.head_renames[head] + k[len(head):]] = v
+            continue
         if not k.startswith(p):
-            if task == "depth" and k.startswith(("decoder.", "last_layer_depth.")):
-                ours[k.replace("last_layer_depth.", "head.last_layer.").replace("decoder.", "head.decoder.", 1)] = v
-            else:
-                ours[k] = v  # left as is: check_keys reports it as unexpected
+            ours[k] = v  # left as is: check_keys reports it as unexpected
             continue
         r = k[len(p):]
         if k.startswith(unet_p):
@@ -298,9 +310,10 @@ def official_to_ours(state: dict, task: str, layers_per_block: int = 2) -> tuple
 def ours_to_official(model: MetaPromptsModel, extras: dict | None = None) -> dict:
     """Our model -> the official layout of its task (depth or seg), aliases included."""
     task = model.task
-    if task not in _PREFIX:
+    if tasks.get(task).official is None:
         raise ValueError(f"the reference has no official {task} checkpoint layout")
-    p = _PREFIX[task]
+    layout = official_layout(task)
+    p = layout.prefix
     unet_cfg = model.size.unet
     has_attn_up = [t.startswith("CrossAttn") for t in unet_cfg["up_block_types"]]
     state = model.state_dict()
@@ -309,7 +322,7 @@ def ours_to_official(model: MetaPromptsModel, extras: dict | None = None) -> dic
     for i, v in enumerate(state["backbone.step_embeddings"]):
         out[f"{p}t{i + 1}"] = v.reshape(1, -1).clone()
     emb = state["backbone.prompts.embeddings"]
-    if task == "depth":
+    if model.backbone.prompts.per_step:  # one set per step, each with its adapter (depth)
         for i, v in enumerate(emb):
             out[f"{p}meta_prompts{i + 1}"] = v.clone()
         for k, v in group("backbone.prompts.adapters.").items():
@@ -330,30 +343,27 @@ def ours_to_official(model: MetaPromptsModel, extras: dict | None = None) -> dic
             out[f"upconv{int(i) + 1}.{rest}"] = v
         elif k.startswith("neck."):
             out[f"{p}{k[len('neck.'):]}"] = v
-        elif k.startswith("head.decoder."):
-            out["decoder." + k[len("head.decoder."):]] = v
-        elif k.startswith("head.last_layer."):
-            out["last_layer_depth." + k[len("head.last_layer."):]] = v
-        elif k.startswith(("decode_head.", "auxiliary_head.")):
-            out[k] = v
+        elif not k.startswith("backbone."):  # the heads: renamed where the layout renames them
+            theirs = next((o for o, ours in layout.head_renames.items() if k.startswith(ours)), None)
+            out[theirs + k[len(layout.head_renames[theirs]):] if theirs else k] = v
     out.update(extras or getattr(model, "official_extras", {}) or {})
     return out
 
 
 def _official_preset(state: dict, task: str, preset: str | Preset | None, **overrides) -> Preset:
     steps = official_refine_steps(state, task)
-    name = preset if isinstance(preset, str) else (preset.name if preset else DEFAULT_PRESET[task])
+    layout = official_layout(task)
+    name = preset if isinstance(preset, str) else (preset.name if preset else layout.default_preset)
     base = preset if isinstance(preset, Preset) else get_preset(name)
     if base.task != task:
         raise CheckpointError(f"checkpoint is a {task} model but preset {base.name!r} is for {base.task}")
     kw = dict(refine_steps=steps)
-    p = _PREFIX[task]
-    prompts = state.get(f"{p}meta_prompts1" if task == "depth" else f"{p}meta_prompts")
+    prompts = state.get(f"{layout.prefix}{layout.prompts_key}")
     if prompts is not None:
         kw["num_prompts"] = prompts.shape[0]
-    cls = state.get("decode_head.conv_seg.weight")
-    if task == "seg" and cls is not None:
-        kw["num_classes"] = cls.shape[0]
+    for key, (field_name, dim) in layout.preset_from_shapes.items():  # e.g. the class count of the seg head
+        if key in state:
+            kw[field_name] = state[key].shape[dim]
     kw.update(overrides)
     return replace(base, **kw)
 
@@ -379,7 +389,8 @@ def load_official(source, preset: str | Preset | None = None, size: str = "sd15"
 def save_official(model: MetaPromptsModel, path) -> None:
     """Write our model in the official layout (depth: {'model': sd}; seg: mmcv {'meta', 'state_dict'})."""
     sd = ours_to_official(model)
-    obj = {"model": sd} if model.task == "depth" else {"meta": {}, "state_dict": sd}
+    wrapper = official_layout(model.task).wrapper
+    obj = {"meta": {}, "state_dict": sd} if wrapper == "state_dict" else {wrapper: sd}
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
@@ -427,12 +438,18 @@ def load_checkpoint(path, device=None) -> MetaPromptsModel:
     return model.to(device) if device else model
 
 
-def load_model(path, **kw) -> MetaPromptsModel:
-    """Ours or official, whichever the file is."""
+def load_model(path, preset: str | Preset | None = None, **kw) -> MetaPromptsModel:
+    """Ours or official, whichever the file is. Our checkpoints carry their preset: a `preset` that names another
+    is a CheckpointError (an official file takes the preset it is given, default its task's)."""
     path = Path(path)
     if path.suffix == ".safetensors" and safetensors_metadata(path).get("format") == FORMAT_TAG:
+        own, _ = checkpoint_preset(safetensors_metadata(path), path)
+        asked = preset.name if isinstance(preset, Preset) else preset
+        if asked not in (None, own.name):
+            raise CheckpointError(f"{path} is a model of preset {own.name}, not {asked}: drop the preset (an "
+                                  "official file takes one)")
         return load_checkpoint(path)
-    return load_official(path, **kw)
+    return load_official(path, preset=preset, **kw)
 
 
 # ---------------------------------------------------------------- Stable Diffusion 1.5 weights

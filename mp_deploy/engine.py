@@ -1,7 +1,9 @@
 """One runtime for every backend: `Engine.load(path).run(images)` -> task outputs.
 
 Pre- and post-processing are the same whatever runs the network (eager model, AOTInductor `.pt2`,
-ONNX Runtime `.onnx`, TensorRT `.engine`); they are driven by the artifact's JSON sidecar.
+ONNX Runtime `.onnx`, TensorRT `.engine`, any registered backend); they are driven by the artifact's JSON
+sidecar. The artifact's backend (mp_deploy.backends) loads its runner; its task (mp_deploy.tasks) says what
+`run` returns.
 """
 from __future__ import annotations
 
@@ -10,101 +12,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mp_deploy.artifacts import MAX_PIXELS, ArtifactError, read_sidecar
-from mp_deploy.errors import MpDeployError, UserError
+from mp_deploy import backends, tasks
+from mp_deploy.artifacts import read_sidecar
+from mp_deploy.contract import MAX_PIXELS
+from mp_deploy.errors import EngineError, EngineFailure  # noqa: F401  (raised by Engine; importable from here)
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16}
 RANGE_SLACK = 1e-3  # float images may overshoot [0, 1] by rounding (e.g. after a resize), not more
 
 
-class EngineError(UserError, RuntimeError):
-    """Input an engine cannot take (shape, dtype, values)."""
+class EagerRunner:
+    """An eager model behind the runner interface (Engine.from_model)."""
 
-
-class EngineFailure(MpDeployError, RuntimeError):
-    """A run that failed inside the backend, or gave a non-finite output."""
-
-
-class _EagerRunner:
     def __init__(self, model):
         self.model = model
 
     def __call__(self, x):
         with torch.no_grad():
             return self.model(x)
-
-
-class _AOTIRunner:
-    def __init__(self, path: Path, device: str):
-        index = -1
-        if device == "cuda":  # the package's model container is created at load: give it a CUDA context first
-            import mp_deploy.kernels  # noqa: F401  (our ops, registered: for a package that calls them by name)
-
-            torch.empty(1, device=device)
-            index = torch.cuda.current_device()  # an explicit index: the container sets that device itself
-        try:
-            self.fn = torch._inductor.aoti_load_package(str(path), device_index=index)
-        except Exception as e:  # a corrupt zip or a package for another platform
-            raise ArtifactError(f"cannot load AOTInductor package {path}: {e}") from e
-        self.device = device
-
-    def __call__(self, x):
-        with torch.no_grad():
-            return self.fn(x.to(self.device))
-
-
-class _ONNXRunner:
-    def __init__(self, path: Path, device: str):
-        import onnxruntime as ort
-
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
-        providers = [p for p in providers if p in ort.get_available_providers()]
-        try:
-            self.session = ort.InferenceSession(str(path), providers=providers)
-        except Exception as e:
-            raise ArtifactError(f"cannot load ONNX model {path}: {e}") from e
-        self.input = self.session.get_inputs()[0].name
-
-    def __call__(self, x):
-        out = self.session.run(None, {self.input: x.detach().cpu().numpy()})[0]
-        return torch.from_numpy(out)
-
-
-class _TensorRTRunner:
-    """TensorRT 10/11 runtime: deserialize, set the input shape, enqueueV3 on the current stream."""
-
-    def __init__(self, path: Path, meta: dict):
-        import ctypes
-
-        import tensorrt as trt
-
-        for plugin in meta["plugins"]:  # plain names beside the artifact, checksums verified by read_sidecar
-            ctypes.CDLL(str(Path(path).parent / plugin["name"]), mode=ctypes.RTLD_GLOBAL)
-        self.trt = trt
-        logger = trt.Logger(trt.Logger.WARNING)
-        self.runtime = trt.Runtime(logger)
-        self.engine = self.runtime.deserialize_cuda_engine(Path(path).read_bytes())
-        if self.engine is None:
-            raise ArtifactError(f"TensorRT could not deserialize {path} (corrupt, or built by another version)")
-        self.input, self.output = meta["input"]["name"], meta["output"]["name"]
-        # a plan holds no contract: its I/O names must at least be the ones the sidecar's contract names
-        names = {self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)}
-        if names != {self.input, self.output}:
-            raise ArtifactError(f"{path}: the engine's tensors {sorted(names)} are not the sidecar's "
-                                f"{self.input!r} -> {self.output!r}")
-        self.context = self.engine.create_execution_context()
-
-    def __call__(self, x):
-        x = x.cuda().contiguous()
-        self.context.set_input_shape(self.input, tuple(x.shape))
-        shape = tuple(self.context.get_tensor_shape(self.output))
-        dtype = _DTYPES["float16" if self.engine.get_tensor_dtype(self.output) == self.trt.DataType.HALF else "float32"]
-        out = torch.empty(shape, dtype=dtype, device="cuda")
-        self.context.set_tensor_address(self.input, x.data_ptr())
-        self.context.set_tensor_address(self.output, out.data_ptr())
-        if not self.context.execute_async_v3(torch.cuda.current_stream().cuda_stream):
-            raise EngineFailure("TensorRT execution failed")
-        return out
 
 
 class Engine:
@@ -120,19 +45,7 @@ class Engine:
         path = Path(path)
         meta = read_sidecar(path)
         device = device or meta["device"]
-        if meta["backend"] in ("aoti", "torch-tensorrt"):
-            if meta["backend"] == "torch-tensorrt":
-                import torch_tensorrt  # noqa: F401  (its runtime op runs the engines inside the package)
-                from mp_deploy.kernels.tensorrt_plugins import register_plugins
-
-                register_plugins()
-            runner = _AOTIRunner(path, meta["device"])
-        elif meta["backend"] == "onnx":
-            runner = _ONNXRunner(path, device)
-        elif meta["backend"] == "tensorrt":
-            runner = _TensorRTRunner(path, meta)
-        else:
-            raise ArtifactError(f"unknown backend {meta['backend']!r} in the sidecar of {path}")
+        runner = backends.get(meta["backend"]).load(path, meta, device)
         return cls(runner, meta, device, path.name)
 
     @classmethod
@@ -145,7 +58,7 @@ class Engine:
         inp, out = describe_io(model.task, preset, precision)
         meta = {"task": model.task, "preset": preset, "input": inp, "output": out, "backend": "eager",
                 "precision": precision, "shapes": None}
-        return cls(_EagerRunner(model), meta, device, f"eager-{precision}")
+        return cls(EagerRunner(model), meta, device, f"eager-{precision}")
 
     # ------------------------------------------------------------ pre / post
 
@@ -201,11 +114,7 @@ class Engine:
         raw = raw.float()
         if not torch.isfinite(raw).all():
             raise EngineFailure(f"{self.name}: the {self.meta['precision']} output contains NaN or inf")
-        if self.task == "depth":
-            return {"depth": raw}
-        if self.task == "seg":
-            return {"logits": raw, "labels": raw.argmax(1)}
-        return {"heatmaps": raw, "keypoints": heatmap_keypoints(raw, input_hw)}
+        return tasks.get(self.task).run_outputs(raw, input_hw)
 
     def run(self, images) -> dict:
         x = self.preprocess(images)
@@ -242,13 +151,3 @@ def as_tensor(images) -> torch.Tensor:
     if isinstance(images, np.ndarray):
         return torch.from_numpy(np.ascontiguousarray(images, dtype=images.dtype.newbyteorder("=")))
     return images
-
-
-def heatmap_keypoints(heatmaps: torch.Tensor, input_hw) -> torch.Tensor:
-    """(B, K, h, w) heatmaps -> (B, K, 3): x, y in input pixels (cell centres) and the peak value."""
-    b, k, h, w = heatmaps.shape
-    score, idx = heatmaps.reshape(b, k, -1).max(-1)
-    sy, sx = input_hw[0] / h, input_hw[1] / w
-    x = (idx % w).float() * sx + sx / 2
-    y = torch.div(idx, w, rounding_mode="floor").float() * sy + sy / 2
-    return torch.stack([x, y, score], dim=-1)

@@ -26,3 +26,15 @@ class BuildError(MpDeployError):
 class DataError(UserError):
     """A data file that cannot be used (unreadable, wrong size or layout, nothing valid in it); the message
     names the file and the cause."""
+
+
+class ArtifactError(UserError, RuntimeError):
+    """An artifact that is missing, corrupt, inconsistent with its sidecar, or built for another machine."""
+
+
+class EngineError(UserError, RuntimeError):
+    """Input an engine cannot take (shape, dtype, values)."""
+
+
+class EngineFailure(MpDeployError, RuntimeError):
+    """A run that failed inside the backend, or gave a non-finite output."""

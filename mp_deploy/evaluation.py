@@ -1,25 +1,31 @@
-"""Evaluation loops: a task's samples through its inference protocol (mp_deploy.protocols) into its metrics
-(mp_deploy.metrics), with a progress bar and a one-line summary.
+"""Evaluation: a model (or any `run(batch)` callable, or a task's trivial baseline) on a held-out split, through the
+protocol its data set names, into its task's metrics (mp_deploy.tasks: each task's meter, protocol and baseline),
+with a progress bar and a one-line summary; and the `mp-deploy eval` command.
 
-`samples` is a dataset from mp_deploy.data (its eval split: no augmentation, bad files marked rather than
-replaced) or any iterable of its samples, e.g. `DataLoader(dataset, batch_size=None, num_workers=4)`. Under DDP,
-give each rank its share of the samples and merge the returned meters (`merge`) before reading them.
+    mp-deploy eval --checkpoint runs/nyu/best.safetensors --data nyu --data-root /data
+    mp-deploy eval --checkpoint mp_deploy/demo/depth.safetensors --data synthetic
+    mp-deploy eval --task depth --preset synthetic-depth --data synthetic --baseline
+
+    from mp_deploy.evaluation import evaluate, model_run
+    result = evaluate(model_run(model, "fp32", torch.device("cpu")), dataset, model.preset)
+
+Runs in one process, or under torchrun: every rank evaluates its share of the images and the meters are merged
+on rank 0 (pose's COCO evaluation then runs there on every rank's persons).
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
-import io
+import json
 import logging
-from typing import Iterable
+import signal
+from pathlib import Path
 
-import numpy as np
 import torch
-from tqdm import tqdm
 
-from mp_deploy.data.keypoints import COCO_KEYPOINTS
-from mp_deploy.metrics import DepthMeter, SegMeter, coco_keypoint_ap, pck
-from mp_deploy.protocols import (DepthProtocol, PoseProtocol, Run, SegProtocol, decode_heatmaps, person_score,
-                                 pose_heatmaps, predict_depth, seg_labels)
+from mp_deploy import cli, tasks
+from mp_deploy.errors import DataError, UsageError
+from mp_deploy.inference import Run
 
 log = logging.getLogger("mp_deploy.evaluation")
 
@@ -33,6 +39,8 @@ class Stream:
         self.skipped = 0
 
     def __iter__(self):
+        from tqdm import tqdm
+
         total = len(self.samples) if hasattr(self.samples, "__len__") else None
         if self.limit is not None:
             total = min(total, self.limit) if total is not None else self.limit
@@ -51,101 +59,178 @@ def summary(task: str, result: dict, keys: tuple, images: int, skipped: int) -> 
     return f"{task} eval: {images} images, {values}; bad samples skipped: {skipped}"
 
 
-def evaluate_depth(samples: Iterable[dict], run: Run, protocol: DepthProtocol, min_depth: float = 1e-3,
-                   max_depth: float = 10.0, crop: str | None = None, device=None, max_batch: int = 8,
-                   min_batch: int = 1, limit: int | None = None, progress: bool = True) -> tuple[dict, DepthMeter]:
-    """The nine depth metrics averaged over images. For a depth dataset pass its eval_crop, min_depth and
-    max_depth, and DEPTH_PROTOCOLS[dataset.protocol]."""
-    meter = DepthMeter(min_depth, max_depth, crop)
-    stream = Stream(samples, limit, "depth eval", progress)
-    with torch.no_grad():
-        for s in stream:
-            pred = predict_depth(s["image"].to(device), run, protocol, max_batch, min_batch)
-            meter.update(pred.cpu(), s["depth"])
-    result = meter.result() | {"images": meter.count, "empty": meter.empty, "skipped": stream.skipped}
-    say(progress, summary("depth", result, ("abs_rel", "rmse", "d1"), meter.count, stream.skipped))
-    return result, meter
-
-
-def evaluate_seg(samples: Iterable[dict], run: Run, protocol: SegProtocol, num_classes: int, device=None,
-                 max_batch: int = 8, min_batch: int = 1, limit: int | None = None,
-                 progress: bool = True) -> tuple[dict, SegMeter]:
-    """mIoU, mAcc, aAcc over the samples (labels 255 ignored)."""
-    meter = SegMeter(num_classes)
-    stream = Stream(samples, limit, "seg eval", progress)
-    images = 0
-    with torch.no_grad():
-        for s in stream:
-            labels, _ = seg_labels(s["image"].to(device), run, protocol, max_batch, min_batch)
-            meter.update(labels.cpu(), s["labels"])
-            images += 1
-    result = meter.result() | {"images": images, "skipped": stream.skipped}
-    say(progress, summary("seg", result, ("mIoU", "aAcc"), images, stream.skipped))
-    return result, meter
-
-
-def evaluate_pose(samples: Iterable[dict], run: Run, protocol: PoseProtocol, coco_gt=None, sigmas=None,
-                  keypoint_names=COCO_KEYPOINTS, pck_threshold: float = 0.05, device=None, max_batch: int = 8,
-                  min_batch: int = 1, limit: int | None = None, progress: bool = True) -> tuple[dict, list[dict]]:
-    """OKS AP (pycocotools) and PCK@pck_threshold (normalised by the box size) of top-down samples (their crops
-    of ground-truth boxes, as mmpose's COCO evaluation with use_gt_bbox). `coco_gt`: the data set's COCO
-    (PoseInstances.coco), else built from the samples. Returns the metrics and the COCO results."""
-    results, pred_pts, gt_pts, vis, sizes, records = [], [], [], [], [], []
-    pending: list[dict] = []
-
-    def flush():
-        crops = torch.stack([s["image"] for s in pending]).to(device)
-        heat = pose_heatmaps(crops, run, protocol, max_batch, min_batch)
-        coords, maxvals = decode_heatmaps(heat, [s["center"].numpy() for s in pending],
-                                          [s["scale"].numpy() for s in pending])
-        for s, c, m in zip(pending, coords, maxvals):
-            results.append({"image_id": int(s["image_id"]), "category_id": 1,
-                            "keypoints": np.concatenate([c, m[:, None]], 1).ravel().tolist(),
-                            "score": person_score(m, 1.0, protocol.vis_threshold)})
-            gt = s["image_keypoints"].numpy()
-            pred_pts.append(c), gt_pts.append(gt[:, :2]), vis.append(gt[:, 2] > 0)
-            sizes.append(s["box"].numpy()[2:4])
-            records.append(s)
-        pending.clear()
-
-    stream = Stream(samples, limit, "pose eval", progress)
-    with torch.no_grad():
-        for s in stream:
-            pending.append(s)
-            if len(pending) * (2 if protocol.flip else 1) >= max_batch:
-                flush()
-        if pending:
-            flush()
-    if coco_gt is None:
-        coco_gt = coco_from_samples(records, keypoint_names)
-    result = coco_keypoint_ap(coco_gt, results, sigmas)
-    result["PCK"] = pck(np.array(pred_pts), np.array(gt_pts), np.array(vis), np.array(sizes), pck_threshold) \
-        if pred_pts else 0.0
-    result |= {"instances": len(results), "skipped": stream.skipped}
-    say(progress, summary("pose", result, ("AP", "PCK"), len(results), stream.skipped))
-    return result, results
-
-
-def coco_from_samples(samples: list[dict], keypoint_names=COCO_KEYPOINTS):
-    """A pycocotools COCO ground truth made of top-down samples' persons (image_keypoints, box, area)."""
-    from pycocotools.coco import COCO  # the `train` extra
-
-    anns, images = [], {}
-    for i, s in enumerate(samples):
-        kps = s["image_keypoints"].numpy().astype(np.float64)
-        images[int(s["image_id"])] = {"id": int(s["image_id"])}
-        anns.append({"id": i + 1, "image_id": int(s["image_id"]), "category_id": 1, "iscrowd": 0,
-                     "keypoints": kps.ravel().tolist(), "num_keypoints": int((kps[:, 2] > 0).sum()),
-                     "bbox": [float(v) for v in s["box"]], "area": float(s["area"])})
-    coco = COCO()
-    coco.dataset = {"images": list(images.values()), "annotations": anns,
-                    "categories": [{"id": 1, "name": "person", "keypoints": list(keypoint_names)}]}
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco
-
-
 def say(progress: bool, line: str) -> None:
     log.info(line)
     if progress:
+        from tqdm import tqdm
+
         tqdm.write(line)
+
+
+def evaluate_samples(task: str, samples, run: Run, dataset, preset, protocol=None, device=None, max_batch: int = 8,
+                     min_batch: int = 1, limit: int | None = None, progress: bool = True, **meter_options):
+    """The task's metrics of `run` over `samples` (a dataset of its eval split, or any iterable of its samples,
+    e.g. `DataLoader(dataset, batch_size=None)`) -> (result dict, the meter). `dataset` gives the protocol, the
+    depth range and crop, the pose ground truth; `protocol` replaces the data set's."""
+    spec = tasks.get(task)
+    meter = spec.meter(dataset, preset, **meter_options)
+    stream = Stream(samples, limit, f"{task} eval", progress)
+    with torch.no_grad():
+        spec.evaluate_into(meter, stream, run, dataset, protocol, device, max_batch, min_batch)
+    result = meter.result() | {"skipped": stream.skipped}
+    say(progress, summary(task, result, spec.headline, result["images"], stream.skipped))
+    return result, meter
+
+
+# ------------------------------------------------------------------ a model, a data set, every rank
+
+def model_run(model: torch.nn.Module, precision: str, device: torch.device) -> Run:
+    """model(x) in inference mode, under bf16 autocast when asked; outputs in fp32."""
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
+            return model(x.to(device)).float()
+    return run
+
+
+def ignore_sigterm(worker_id: int) -> None:
+    """DataLoader workers outlive a SIGTERM sent to the whole process group (schedulers do): the main process
+    decides when to stop, and shuts them down."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _samples(dataset, indices, workers: int):
+    from torch.utils.data import DataLoader, Subset
+
+    subset = Subset(dataset, indices)
+    if workers == 0:
+        return subset
+    # batch_size None: samples one by one, in order; a generator of its own leaves the global RNG alone
+    return DataLoader(subset, batch_size=None, num_workers=workers, generator=torch.Generator().manual_seed(0),
+                      worker_init_fn=ignore_sigterm)
+
+
+def evaluate(run: Run, dataset, preset, d=None, limit: int = 0, workers: int = 0, max_batch: int = 8,
+             progress: bool = True, pck_threshold: float = 0.05) -> dict | None:
+    """The metrics of `run` on `dataset` (its first `limit` images, 0 = all; pose: PCK at `pck_threshold` of
+    the box size), every rank of `d` (mp_deploy.train.dist.Dist, default one process) on its share. Returns them
+    on rank 0, None on the other ranks."""
+    from mp_deploy.train import dist
+
+    d = d or dist.Dist()
+    n = len(dataset) if not limit else min(limit, len(dataset))
+    if n == 0:
+        raise DataError(f"nothing to evaluate: the {type(dataset).__name__} split holds no samples")
+    mine = _samples(dataset, range(d.rank, n, d.world), workers)
+    result, meter = evaluate_samples(preset.task, mine, run, dataset, preset, device=d.device, max_batch=max_batch,
+                                     progress=progress and d.main and not d.active, pck_threshold=pck_threshold)
+    if not d.active:
+        return result
+    meters = dist.gather(d, (meter, result["skipped"]))
+    if not d.main:
+        return None
+    meter, skipped = meters[0][0], sum(s for _, s in meters)
+    for other, _ in meters[1:]:
+        meter.merge(other)
+    result = meter.result() | {"skipped": skipped}
+    say(progress, summary(preset.task, result, tasks.get(preset.task).headline, result["images"], skipped))
+    return result
+
+
+def baseline_run(task: str, train_dataset, preset, samples: int = 200) -> Run:
+    """The task's trivial baseline fitted on the first `samples` training samples (as augmented)."""
+    taken = [train_dataset[i] for i in range(min(samples, len(train_dataset)))]
+    return tasks.get(task).baseline([s for s in taken if "image" in s], preset)
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module):
+    """The model in eval mode inside the block, back in its former mode after."""
+    was = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was)
+
+
+# ------------------------------------------------------------------ mp-deploy eval
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--checkpoint", help="the model: our .safetensors (e.g. a run's best.safetensors) or an "
+                                         "official file")
+    ap.add_argument("--baseline", action="store_true",
+                    help="evaluate the task's trivial baseline (depth: the median training depth; seg: the most "
+                         "frequent training class; pose: the mean training pose) instead of a model")
+    cli.add_task(ap, required=False)
+    cli.add_preset(ap)
+    ap.add_argument("--data", help="data source (default: the preset's recipe's)")
+    ap.add_argument("--data-root", help="the data set's root folder")
+    ap.add_argument("--split", help="the split to evaluate (default: the recipe's held-out split)")
+    ap.add_argument("--limit", type=cli.positive_int, help="evaluate the first N images only")
+    ap.add_argument("--pck-threshold", type=float, default=0.05,
+                    help="pose: a keypoint is correct within this fraction of the box size (default 0.05)")
+    cli.add_precision(ap, "fp32", "fp32, or bf16 autocast")
+    cli.add_batch_size(ap, "windows / crops per forward pass (default 8)", default=8)
+    ap.add_argument("--workers", type=cli.nonnegative_int, default=2, help="DataLoader workers (default 2)")
+    cli.add_device(ap)
+    cli.add_output(ap, "also write the metrics to DIR/metrics.json")
+
+
+def metrics_path(output: str) -> Path:
+    """DIR/metrics.json; a path ending in .json is the old spelling (--output FILE), kept for one release."""
+    import sys
+
+    path = Path(output)
+    if path.suffix == ".json" and not path.is_dir():
+        print(f"mp-deploy eval: --output {output}: a .json file is deprecated (goes in the next release): --output "
+              "names a folder, the metrics go to metrics.json inside", file=sys.stderr)
+        return path
+    return path / "metrics.json"
+
+
+def run(args: argparse.Namespace) -> int:
+    from mp_deploy.checkpoints import load_model
+    from mp_deploy.train import build, dist
+    from mp_deploy.train.recipes import get_recipe
+    from mp_deploy.util import atomic_write
+
+    cli.check_choice(args.precision, ("fp32", "bf16"), "--precision")
+    if bool(args.checkpoint) == bool(args.baseline):
+        raise UsageError("give --checkpoint PATH or --baseline")
+    out = metrics_path(args.output) if args.output else None
+    if out is not None and out.exists() and not out.is_file():
+        raise UsageError(f"--output: {out} exists and is not a file")
+    d = dist.setup(args.device)
+    try:
+        if args.checkpoint:
+            model = load_model(args.checkpoint, preset=args.preset)
+            if args.task not in (None, model.task):
+                raise UsageError(f"{args.checkpoint} is a {model.task} model, not {args.task}")
+            preset_name = model.preset.name
+        else:
+            if args.task is None and args.preset is None:
+                raise UsageError("--baseline needs --task or --preset")
+            preset_name = args.preset or tasks.get(args.task).default_preset
+        overrides = {"data": args.data} if args.data else {}
+        recipe = get_recipe(preset_name, **overrides)
+        split = args.split or recipe.val_split
+        dataset = build.dataset(recipe, args.data_root, split, train=False)
+        preset = model.preset if args.checkpoint else tasks.get_preset(preset_name)
+        if args.checkpoint:
+            model = model.float().eval().to(d.device)
+            run_fn, what = model_run(model, args.precision, d.device), str(args.checkpoint)
+        else:
+            train_set = build.dataset(recipe, args.data_root, recipe.train_split, train=False)
+            run_fn, what = baseline_run(preset.task, train_set, preset), f"{preset.task} baseline"
+        result = evaluate(run_fn, dataset, preset, d, limit=args.limit or 0, workers=args.workers,
+                          max_batch=args.batch_size, pck_threshold=args.pck_threshold)
+        if d.main:
+            record = {"model": what, "preset": preset.name, "data": recipe.data, "split": split, **result}
+            if "PCK" in result:
+                record["pck_threshold"] = args.pck_threshold
+            if out is not None:
+                text = json.dumps(record, indent=1) + "\n"
+                atomic_write(out, lambda tmp: Path(tmp).write_text(text))
+    finally:
+        dist.teardown(d)
+    return 0

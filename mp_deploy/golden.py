@@ -20,14 +20,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from mp_deploy import cli
+from mp_deploy import cli, tasks
 from mp_deploy.checkpoints import load_official
 from mp_deploy.errors import UsageError
 from mp_deploy.models import Trace
 from mp_deploy.util import rel_l2, tf32_off
 
 TOLERANCE = 1e-4  # README of the golden files: reference noise <= 8e-6, real slips >= 2e-5
-OUTPUT_TAG = {"depth": "pred_d"}  # the task output's name in the golden files (seg files store the backbone only)
 
 
 @dataclass
@@ -55,9 +54,10 @@ def read_golden(path: str):
 
 
 def golden_task(meta: dict, path: str) -> tuple[str, int]:
-    """-> (depth | seg, refinement steps) from a golden file's metadata."""
+    """-> (task, refinement steps) from a golden file's metadata (the task whose GoldenSpec.model_word its model
+    names)."""
     kind = meta.get("model", "")
-    task = "depth" if "Depth" in kind else "seg" if "Seg" in kind else None
+    task = next((t.name for t in tasks.all_tasks() if t.golden and t.golden.model_word in kind), None)
     if task is None:
         raise UsageError(f"golden file {path} names an unknown model in its metadata: {kind!r}")
     try:
@@ -69,20 +69,20 @@ def golden_task(meta: dict, path: str) -> tuple[str, int]:
 def expected_tags(task: str, steps: int) -> list[str]:
     """Every tensor the reference stores per input for this model."""
     tags = ["z0", *(f"unet_input_step{k}" for k in range(2, steps + 1)), *Trace.FEATURES]
-    if task == "depth":
-        return tags + ["final_prompts", "prompt_map", "pred_d"]
-    return tags + [f"prompt_map{i}" for i in range(4)]
+    return tags + list(tasks.get(task).golden.tags)
 
 
-def load_model(meta: dict, checkpoint: str, task: str, steps: int, size: str = "sd15"):
+def golden_model(meta: dict, checkpoint: str, task: str, steps: int, size: str = "sd15"):
+    """The model of a golden file: its checkpoint in the official layout, with the preset fields the file's
+    metadata gives (depth: max_depth, resize_scale); heads may be absent where the file stores none."""
+    spec = tasks.get(task).golden
+    defaults = tasks.get_preset(spec.preset)
     try:
-        max_depth, resize_scale = float(meta.get("max_depth", 10.0)), int(meta.get("resize_scale", 1))
+        fields = {name: kind(meta.get(name, getattr(defaults, name))) for name, kind in spec.preset_fields.items()}
     except ValueError:
-        raise UsageError(f"golden file metadata has a bad max_depth or resize_scale: {meta}") from None
-    if task == "depth":
-        model = load_official(checkpoint, preset="nyu", size=size, max_depth=max_depth, resize_scale=resize_scale)
-    else:  # the heads are absent from the backbone golden's checkpoint
-        model = load_official(checkpoint, preset="ade20k", size=size, allow_missing_heads=True)
+        raise UsageError(f"golden file metadata has a bad {' or '.join(spec.preset_fields)}: {meta}") from None
+    model = load_official(checkpoint, preset=spec.preset, size=size, allow_missing_heads=not spec.heads_stored,
+                          **fields)
     if model.task != task:
         raise UsageError(f"{checkpoint} is a {model.task} checkpoint, the golden file is for {task}")
     if model.preset.refine_steps != steps:
@@ -96,8 +96,9 @@ def compare(checkpoint: str, golden: str, tolerance: float = TOLERANCE, device: 
     meta, tensors, inputs = read_golden(golden)
     task, steps = golden_task(meta, golden)
     t0 = time.perf_counter()
-    model = load_model(meta, checkpoint, task, steps, size).to(device)
-    settings = f"max_depth {model.preset.max_depth}, resize_scale {model.preset.resize_scale}, " if task == "depth" else ""
+    model = golden_model(meta, checkpoint, task, steps, size).to(device)
+    spec = tasks.get(task).golden
+    settings = "".join(f"{name} {getattr(model.preset, name)}, " for name in spec.preset_fields)
     log(f"loaded {checkpoint} ({task}, {settings}R={steps}) in {time.perf_counter() - t0:.1f} s")
     tags = expected_tags(task, steps)
     known = {f"{name}.{tag}" for name in inputs for tag in tags + ["input"]}
@@ -107,8 +108,7 @@ def compare(checkpoint: str, golden: str, tolerance: float = TOLERANCE, device: 
         x = tensors[f"{name}.input"].to(device)
         trace = Trace()
         t0 = time.perf_counter()
-        # the segmentation file's input is already in [-1, 1] (the reference's extract_feat input)
-        state = {"images": x} if task == "depth" else {"encoder_input": x}
+        state = {spec.input: x}  # seg files store the encoder's [-1, 1] input (the reference's extract_feat's)
         with torch.no_grad(), tf32_off():
             model.run_stages(state, trace)
         log(f"  ({name}: forward {time.perf_counter() - t0:.1f} s)")
@@ -118,11 +118,11 @@ def compare(checkpoint: str, golden: str, tolerance: float = TOLERANCE, device: 
                 rows.append(Row(key, None, None, "FAIL: missing from the golden file"))
                 continue
             stored = tensors[key]
-            out = trace.tensors["output" if tag == OUTPUT_TAG.get(task) else tag].detach().float().cpu()
+            out = trace.tensors["output" if tag == spec.output_tag else tag].detach().float().cpu()
             if out.shape != stored.shape:
                 rows.append(Row(key, tuple(out.shape), None, f"FAIL: shape, expected {tuple(stored.shape)}"))
                 continue
-            err = rel_l2(out, stored, centred=(tag == "pred_d"))
+            err = rel_l2(out, stored, centred=(tag == spec.output_tag))
             status = "FAIL: not finite" if not torch.isfinite(out).all() else "ok" if err <= tolerance else "FAIL"
             rows.append(Row(key, tuple(out.shape), err, status))
     return rows
@@ -131,8 +131,10 @@ def compare(checkpoint: str, golden: str, tolerance: float = TOLERANCE, device: 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="weights in the official layout (make_weights.py output)")
     parser.add_argument("--golden", required=True, help="golden .safetensors file")
-    parser.add_argument("--tolerance", type=float, default=TOLERANCE)
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--tolerance", type=float, default=TOLERANCE,
+                        help=f"the largest relative L2 error that passes (default {TOLERANCE:g})")
+    cli.add_device(parser, "cpu or cuda (default cpu; fp32 with TF32 off)")
+    parser.set_defaults(device="cpu")
     cli.add_model_size(parser, "size of the checkpoint's model (default sd15: the golden files' size)")
 
 

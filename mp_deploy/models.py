@@ -1,8 +1,7 @@
-"""The three task models. Each takes RGB images (B, 3, H, W) in [0, 1] and returns one tensor:
-
-- MetaPromptsDepth: depth in metres (B, 1, H, W)
-- MetaPromptsSeg:   class logits (B, K, H, W)
-- MetaPromptsPose:  keypoint heatmaps (B, K, H/4, W/4)
+"""The Meta Prompts model: the base class every task model extends (heads/<task>.py: MetaPromptsDepth,
+MetaPromptsSeg, MetaPromptsPose), its stages and the hook that looks inside. Build a model through the task
+registry: `mp_deploy.tasks.build_model(task, preset, size)` (or `seeded_model` for deterministic random weights).
+Each model takes RGB images (B, 3, H, W) in [0, 1] and returns one tensor (its task's raw output).
 
 The forward pass is a list of named stages (`stages()`), each a function from one state dict to the next, that
 `forward` runs in turn: `vae_encode`, `unet_pass1` .. `unet_passR`, `neck`, `head`. A hook called after each
@@ -19,13 +18,8 @@ from typing import Callable, NamedTuple
 import torch
 from torch import nn
 
-from mp_deploy.backbone import MetaPromptsBackbone
-from mp_deploy.configs import DEFAULT_PRESET, Preset, SizeConfig, check_preset, get_preset, get_size
-from mp_deploy.errors import UsageError
+from mp_deploy.configs import Preset, SizeConfig
 from mp_deploy.heads.common import resize
-from mp_deploy.heads.depth import DepthHead, FusionNeck
-from mp_deploy.heads.pose import PoseHead
-from mp_deploy.heads.seg import FCNHead, SegNeck, UPerHead
 
 
 class Stage(NamedTuple):
@@ -120,51 +114,6 @@ class MetaPromptsModel(nn.Module):
         return self
 
 
-class MetaPromptsDepth(MetaPromptsModel):
-    task = "depth"
-
-    def __init__(self, size: SizeConfig, preset: Preset):
-        super().__init__(size, preset)
-        self.backbone = MetaPromptsBackbone(size, preset.refine_steps, preset.num_prompts, per_step_prompts=True)
-        self.neck = FusionNeck(size.feature_channels, size.neck_deconv_channels, size.prompt_dim)
-        self.head = DepthHead(preset.num_prompts, size.depth_decoder_channels, size.depth_head_channels,
-                              preset.max_depth)
-
-
-class MetaPromptsSeg(MetaPromptsModel):
-    task = "seg"
-
-    def __init__(self, size: SizeConfig, preset: Preset):
-        super().__init__(size, preset)
-        self.backbone = MetaPromptsBackbone(size, preset.refine_steps, preset.num_prompts, per_step_prompts=False)
-        self.neck = SegNeck(size.feature_channels, size.prompt_dim)
-        self.decode_head = UPerHead(preset.num_prompts, size.uper_channels, preset.num_classes,
-                                    dropout=preset.dropout)
-        self.auxiliary_head = FCNHead(preset.num_prompts, size.uper_channels, preset.num_classes,
-                                      dropout=preset.dropout)
-
-    def encoder_size(self, h: int, w: int) -> tuple[int, int]:
-        return h, w
-
-    def decode(self, s: dict) -> dict:
-        """UPerHead on the 4 prompt maps, logits resized to the image. In training mode also the auxiliary
-        FCN head's logits (`aux_output`, at its own stride 16), which only the loss uses."""
-        out = {"hw": s["hw"], "output": resize(self.decode_head(s["prompt_map"]), s["hw"])}
-        if self.training:
-            out["aux_output"] = self.auxiliary_head(s["prompt_map"])
-        return out
-
-
-class MetaPromptsPose(MetaPromptsModel):
-    task = "pose"
-
-    def __init__(self, size: SizeConfig, preset: Preset):
-        super().__init__(size, preset)
-        self.backbone = MetaPromptsBackbone(size, preset.refine_steps, preset.num_prompts, per_step_prompts=False)
-        self.neck = FusionNeck(size.feature_channels, size.neck_deconv_channels, size.prompt_dim)
-        self.head = PoseHead(preset.num_prompts, size.pose_head_channels, preset.num_keypoints)
-
-
 class Trace:
     """A forward hook that keeps the intermediate tensors under the reference's names (those of the golden
     files), and the task output as `output`:
@@ -197,48 +146,21 @@ class Trace:
             t["output"] = state["output"]
 
 
-MODELS = {"depth": MetaPromptsDepth, "seg": MetaPromptsSeg, "pose": MetaPromptsPose}
-
-
-def build_model(task: str | None = None, preset: str | Preset | None = None, size: str | SizeConfig = "sd15",
-                device=None, dtype=None, init: bool = True, **preset_overrides) -> MetaPromptsModel:
-    """Build a model. `init=False` builds on the meta device (fast; every weight must then be loaded with assign)."""
-    if preset is None:
-        if task is None:
-            raise UsageError("give a task (depth, seg, pose) or a preset")
-        if task not in DEFAULT_PRESET:
-            raise UsageError(f"unknown task {task!r}; choose one of {', '.join(DEFAULT_PRESET)}")
-        preset = DEFAULT_PRESET[task]
-    if isinstance(preset, str):
-        preset = get_preset(preset, **preset_overrides)
-    if task is not None and preset.task != task:
-        raise UsageError(f"preset {preset.name!r} is for task {preset.task!r}, not {task!r}")
-    check_preset(preset)
-    if isinstance(size, str):
-        size = get_size(size)
-    cls = MODELS[preset.task]
-    if not init:
-        with torch.device("meta"):
-            return cls(size, preset)
-    model = cls(size, preset).init_weights()
-    return model.to(device=device, dtype=dtype)
-
-
 SEEDED_RULE = 3  # bump when seeded_model's weight rule changes: artifact sidecars record it
 # the last layer of every residual branch in the VAE encoder and the UNet (ResBlock conv2, attention output,
 # transformer proj_out, feed-forward output)
 RESIDUAL_BRANCH_OUT = re.compile(r"^backbone\..*\.(conv2|to_out\.0|proj_out|ff\.net\.2)\.weight$")
 
 
-def seeded_model(task: str, size: str = "tiny", seed: int = 0, **kw) -> MetaPromptsModel:
-    """Deterministic random weights, for tests and speed measurements.
+def seed_weights(model: MetaPromptsModel, seed: int = 0) -> MetaPromptsModel:
+    """Deterministic random weights, for tests and speed measurements, on a model built on the meta device.
 
     Fan-in scaled normals everywhere, as in the golden weight rule, so activations stay at unit scale
     (the training init's tiny head weights give a near-constant output). Residual branches end at half that
     scale, so each block adds less to its skip path, as in trained networks; with full-scale branches fp16
     rounding alone came close to the fp16 parity rule (docs/performance.md).
     """
-    model = build_model(task, size=size, init=False, **kw).to_empty(device="cpu")  # no double init (SD-1.5: 0.9 B)
+    model = model.to_empty(device="cpu")  # no double init (SD-1.5: 0.9 B)
     torch.manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():

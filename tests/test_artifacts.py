@@ -156,11 +156,11 @@ def test_inputs_are_checked_before_any_conversion(engine):
 
 
 def test_a_preset_name_that_is_a_path_is_refused_before_any_write(tmp_path):
-    """A checkpoint whose metadata preset name holds `../`: refused, nothing written in or beside --out-dir."""
+    """A checkpoint whose metadata preset name holds `../`: refused, nothing written in or beside --output."""
     from safetensors.torch import load_file, save_file
 
     from mp_deploy.checkpoints import save_checkpoint
-    from mp_deploy.models import seeded_model
+    from mp_deploy.tasks import seeded_model
 
     good = tmp_path / "pose.safetensors"
     save_checkpoint(seeded_model("pose", refine_steps=1), good)
@@ -172,7 +172,7 @@ def test_a_preset_name_that_is_a_path_is_refused_before_any_write(tmp_path):
     evil = tmp_path / "evil.safetensors"
     save_file(load_file(good), evil, metadata=dict(meta, preset=json.dumps(preset)))
     before = sorted(p.name for p in tmp_path.iterdir())
-    rc = cli.main(["build", "--task", "pose", "--checkpoint", str(evil), "--out-dir", str(tmp_path / "out"),
+    rc = cli.main(["build", "--task", "pose", "--checkpoint", str(evil), "--output", str(tmp_path / "out"),
                    "--backend", "onnx"])
     assert rc == 2
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []

@@ -8,7 +8,8 @@ from safetensors.torch import load_file, save_file
 
 from mp_deploy.checkpoints import (CheckpointError, load_checkpoint, load_model, load_official, load_sd_weights,
                                    ours_to_official, save_checkpoint, save_official, unet_to_ldm, vae_to_ldm)
-from mp_deploy.models import Trace, build_model, seeded_model
+from mp_deploy.models import Trace
+from mp_deploy.tasks import build_model, seeded_model
 
 TINY = "tiny"
 
@@ -263,7 +264,7 @@ def test_cli_user_errors_are_one_line_and_exit_2(tmp_path, capsys):
     for argv, message in (
             (["--checkpoint", str(tmp_path / "garbage.safetensors")], "cannot read checkpoint"),
             (["--checkpoint", str(tmp_path / "absent.safetensors")], "checkpoint not found"),
-            (["--out-dir", str(tmp_path / "file" / "out")], "a file is in the way"),
+            (["--output", str(tmp_path / "file" / "out")], "a file is in the way"),
             (["--preset", "ade20k"], "preset 'ade20k' is for task 'seg'")):
         rc = cli.main(["build", "--task", "depth", "--backend", "onnx", *argv])
         err = capsys.readouterr().err

@@ -79,7 +79,8 @@ def _configure(build_dir: Path) -> str:
         pytest.skip('cmake not found (pip install -e ".[test]")')
     if not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
         pytest.skip("no C++ compiler found (apt-get install g++)")
-    cmd = [cmake, "-S", str(ROOT), "-B", str(build_dir), f"-DCMAKE_PREFIX_PATH={_prefix_path()}"]
+    cmd = [cmake, "-S", str(ROOT), "-B", str(build_dir), f"-DCMAKE_PREFIX_PATH={_prefix_path()}",
+           "-DMP_DEPLOY_BUILD_TESTS=ON"]
     ninja = _tool("ninja")
     if ninja and not (build_dir / "CMakeCache.txt").exists():  # a reused folder keeps its generator
         cmd += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"]
@@ -108,10 +109,11 @@ def _export(task: str, folder: Path, device: str = "cpu", precision: str = "fp32
 
     One refinement step instead of three: the C++ path is the same and the compile takes half as long.
     """
-    from mp_deploy.artifacts import Sidecar, describe_io, embed_contract_pt2, gpu_info, write_sidecar
+    from mp_deploy.artifacts import Sidecar, describe_io, gpu_info, write_sidecar
+    from mp_deploy.backends.aoti import embed_contract_pt2
     from mp_deploy.configs import preset_to_dict
-    from mp_deploy.export.networks import to_precision
-    from mp_deploy.models import seeded_model
+    from mp_deploy.precision import to_precision
+    from mp_deploy.tasks import seeded_model
 
     path = folder / f"{task}.pt2"
     model = seeded_model(task, size="tiny", refine_steps=1).eval()
@@ -150,6 +152,51 @@ def engine(depth_pt2):
     from mp_deploy.engine import Engine
 
     return Engine.load(depth_pt2)
+
+
+def pose_heatmaps_to_decode(seed: int = 0) -> np.ndarray:
+    """(17, 16, 12) heatmaps with the cases a decoder can get wrong: an inner peak whose neighbours pull it both
+    ways, peaks on the border and one cell in (no quarter shift there), a map with no positive value (-1), a
+    tie (the first maximum wins) and a flat neighbourhood (no shift)."""
+    heat = np.random.default_rng(seed).normal(0, 0.1, (17, 16, 12)).astype(np.float32)
+    heat[0, 7, 5] = 1.0  # inner: its right and lower neighbours are higher than the left and upper ones
+    heat[0, 7, 6], heat[0, 7, 4], heat[0, 8, 5], heat[0, 6, 5] = 0.8, 0.2, 0.7, 0.1
+    heat[1, 0, 3] = 2.0  # top border
+    heat[2, 9, 1] = 2.0  # one cell from the left border: not inner (px > 1 is needed)
+    heat[3] = -np.abs(heat[3]) - 0.01  # no positive value: -1 before the mapping
+    heat[4, 5, 5] = heat[4, 9, 9] = 3.0  # a tie: the first in row-major order (its neighbours equal: no shift)
+    heat[4, 5, 4] = heat[4, 5, 6] = heat[4, 4, 5] = heat[4, 6, 5] = 0.0
+    heat[5, 6, 6] = 1.0  # flat neighbourhood: equal neighbours, no shift
+    heat[5, 6, 5] = heat[5, 6, 7] = heat[5, 5, 6] = heat[5, 7, 6] = 0.5
+    return heat
+
+
+def test_pose_decode_is_one_decoder(build, tmp_path):
+    """The same heatmaps give the same keypoints through the Python runtime (Engine.run's heatmap_keypoints),
+    predict and evaluation (decode_heatmaps with the crop's centre and size) and the C++ library (Engine::run's
+    decoder, through the mp_decode_heatmaps test program), and they are mmpose's: the hand-checked cases."""
+    from mp_deploy.tasks.pose import decode_heatmaps, heatmap_keypoints
+
+    heat = pose_heatmaps_to_decode()
+    k, h, w = heat.shape
+    input_h, input_w = 4 * h, 4 * w
+    runtime = heatmap_keypoints(torch.from_numpy(heat)[None], (input_h, input_w))[0].numpy()
+    coords, maxvals = decode_heatmaps(heat[None], [[input_w / 2, input_h / 2]], [[input_w, input_h]])
+    np.testing.assert_allclose(runtime[:, :2], coords[0], atol=1e-4)
+    np.testing.assert_allclose(runtime[:, 2], maxvals[0], atol=1e-6)
+    # by hand (stride 4): inner peak (5, 7) moved +0.25 in x and y; border and near-border peaks unmoved; -1 * 4
+    assert runtime[0, :2].tolist() == [5.25 * 4, 7.25 * 4] and runtime[1, :2].tolist() == [12.0, 0.0]
+    assert runtime[2, :2].tolist() == [4.0, 36.0] and runtime[3, :2].tolist() == [-4.0, -4.0]
+    assert runtime[4, :2].tolist() == [20.0, 20.0] and runtime[5, :2].tolist() == [24.0, 24.0]
+
+    exe = build.wait().parent / "mp_decode_heatmaps"
+    raw = tmp_path / "heat.f32"
+    raw.write_bytes(heat.astype("<f4").tobytes())
+    done = subprocess.run([str(exe), str(raw), str(k), str(h), str(w), str(input_h), str(input_w)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    cpp = np.array([[float(v) for v in line.split()] for line in done.stdout.splitlines()])
+    np.testing.assert_allclose(cpp, runtime, atol=1e-4)
 
 
 def _image(path: Path, h: int, w: int, seed: int = 0) -> np.ndarray:

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from mp_deploy.data import SkipTally, build_dataset, collate
-from mp_deploy.data.base import write_png
+from mp_deploy.images import write_png
 from mp_deploy.data.depth import DepthAugment, augment_depth, depth_strip, kitti, nyu
 from mp_deploy.data.keypoints import COCO_KEYPOINTS
 from mp_deploy.data.pose import TopDown, coco_keypoints, gaussian_heatmaps, topdown_sample
@@ -94,15 +94,32 @@ def test_kitti_kb_crop_and_png_over_256(tmp_path):
     assert torch.allclose(s["depth"][0], torch.from_numpy(gt[4:, 2:1218].astype(np.float32)) / 256)
 
 
+class Draws:
+    """A stand-in for numpy's Generator that answers the draws given, in order, and counts them."""
+
+    def __init__(self, randoms=(), integers=()):
+        self.randoms, self.ints, self.calls = list(randoms), list(integers), 0
+
+    def random(self):
+        self.calls += 1
+        return self.randoms.pop(0)
+
+    def integers(self, lo, hi=None):
+        self.calls += 1
+        return self.ints.pop(0)
+
+
 def test_depth_strip_geometry_and_low_byte():
+    """The reference's strip with alpha 0.3, beta 0.5, p 0.75 on a 10-wide image: from column int(0.3 * 10) = 3,
+    int(max((10 - 3) * 0.5 * 0.75, 1)) = int(2.625) = 2 wide: columns 3 and 4 take the depth's low byte."""
     image = np.full((4, 10, 3), 200, np.uint8)
     raw = np.full((4, 10), 1000.7, np.float32)  # 1000 = 0x3E8: the low byte is 232
-    rng = np.random.default_rng(7)
-    alpha, beta = np.random.default_rng(7).random(2)
-    left, width = int(alpha * 10), int(max((10 - alpha * 10) * beta * 0.75, 1))
-    out = depth_strip(image, raw, rng, 0.75)
-    assert (out[:, left:left + width] == 232).all()
-    assert (np.delete(out, range(left, left + width), axis=1) == 200).all()
+    out = depth_strip(image, raw, Draws(randoms=[0.3, 0.5]), 0.75)
+    assert (out[:, 3:5] == 232).all()
+    assert (np.delete(out, [3, 4], axis=1) == 200).all()
+    # the narrowest band is one column: alpha 0.9, beta 0.01 -> int(max(0.0075, 1)) = 1 wide at column 9
+    out = depth_strip(image, raw, Draws(randoms=[0.9, 0.01]), 0.75)
+    assert (out[:, 9] == 232).all() and (out[:, :9] == 200).all()
 
 
 def test_depth_augment_is_reproducible_and_crops():
@@ -178,12 +195,14 @@ def test_category_rule_redraws_up_to_ten_times():
         y, x = crop_with_category_rule(labels, (20, 20), 0.75, np.random.default_rng(seed))
         good += 36 <= x <= 44
     assert good >= 25  # 11 draws pass 1 - (72/81)^11 = 73% of the time, one draw 11%
-    # one class everywhere: 11 draws (each 2 integers), the last one kept
-    rng, ref = np.random.default_rng(1), np.random.default_rng(1)
-    y, x = crop_with_category_rule(np.zeros((20, 100), np.int64), (20, 20), 0.75, rng)
-    for _ in range(11):
-        last = int(ref.integers(0, 1)), int(ref.integers(0, 81))
-    assert (y, x) == last and rng.integers(1 << 30) == ref.integers(1 << 30)
+    # one class everywhere: the rule never passes, so the first draw and 10 redraws (2 integers each) are made
+    # and the 11th is kept
+    draws = Draws(integers=[v for i in range(11) for v in (0, 5 * i)])
+    y, x = crop_with_category_rule(np.zeros((20, 100), np.int64), (20, 20), 0.75, draws)
+    assert (y, x) == (0, 50) and draws.calls == 22
+    # a crop that passes at once is the first draw, no redraw
+    draws = Draws(integers=[0, 40, 0, 0])
+    assert crop_with_category_rule(labels, (20, 20), 0.75, draws) == (0, 40) and draws.calls == 2
 
 
 def make_cityscapes(root):
@@ -313,7 +332,7 @@ def test_custom_folders(tmp_path):
     # no box given: the keypoints' extent grown by 10% on each side
     assert p["box"].tolist() == pytest.approx([17.8, 7.5, 2.4, 30.0])
     with pytest.raises(DataError, match="task is 'pose', expected 'depth'"):
-        from mp_deploy.data import depth_folder
+        from mp_deploy.data.depth import depth_folder
         depth_folder(pose_root, "val")
 
 

@@ -7,11 +7,11 @@ from safetensors.torch import load_file
 
 from mp_deploy import demo
 from mp_deploy.checkpoints import load_model
-from mp_deploy.configs import get_preset
+from mp_deploy.tasks import get_preset
 from mp_deploy.export.build_engine import BuildSpec, load_source
 from mp_deploy.train import build
 from mp_deploy.train.recipes import get_recipe
-from mp_deploy.train.validate import baseline_run, evaluate, model_run
+from mp_deploy.evaluation import baseline_run, evaluate, model_run
 from mp_deploy.util import sha256_file
 
 HELD_OUT = 24  # images of the held-out split (the demos' README numbers use all 200)
@@ -19,7 +19,7 @@ HELD_OUT = 24  # images of the held-out split (the demos' README numbers use all
 
 def test_demo_files_are_fp16_models_of_their_presets():
     total = 0
-    for task in demo.TASKS:
+    for task in demo.tasks_with_demo():
         path = demo.checkpoint(task)
         total += path.stat().st_size
         model = load_model(path)

@@ -18,7 +18,7 @@ from mp_deploy.artifacts import contract_of, sidecar_path
 from mp_deploy.checkpoints import load_model, save_checkpoint
 from mp_deploy.engine import Engine
 from mp_deploy.errors import MpDeployError
-from mp_deploy.models import seeded_model
+from mp_deploy.tasks import seeded_model
 
 SEED = 13
 

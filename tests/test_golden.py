@@ -35,7 +35,8 @@ def _tiny_golden(tmp_path, task="depth"):
 
     from mp_deploy.checkpoints import ours_to_official
     from mp_deploy.golden import expected_tags
-    from mp_deploy.models import Trace, seeded_model
+    from mp_deploy.models import Trace
+    from mp_deploy.tasks import seeded_model
 
     model = seeded_model(task)
     x = torch.rand(1, 3, 64, 64)

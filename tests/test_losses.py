@@ -4,7 +4,9 @@ import math
 import pytest
 import torch
 
-from mp_deploy.train.losses import heatmap_mse, lovasz_softmax, seg_loss, silog
+from mp_deploy.tasks.depth import silog
+from mp_deploy.tasks.pose import heatmap_mse
+from mp_deploy.tasks.seg import lovasz_softmax, seg_loss
 
 
 def test_silog_by_hand():

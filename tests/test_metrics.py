@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from mp_deploy.data.keypoints import COCO_KEYPOINTS, COCO_SIGMAS
-from mp_deploy.evaluation import coco_from_samples
-from mp_deploy.metrics import DepthMeter, SegMeter, coco_keypoint_ap, depth_metrics, pck
+from mp_deploy.tasks.depth import DepthMeter, depth_metrics
+from mp_deploy.tasks.pose import coco_from_records as coco_from_samples, coco_keypoint_ap, pck
+from mp_deploy.tasks.seg import SegMeter
 
 LN2 = math.log(2)
 

@@ -5,7 +5,8 @@ import torch.nn.functional as F
 
 from mp_deploy.configs import get_size
 from mp_deploy.errors import UsageError
-from mp_deploy.models import Trace, build_model, seeded_model
+from mp_deploy.models import Trace
+from mp_deploy.tasks import build_model, seeded_model
 from mp_deploy.unet import build_unet, unet_features
 
 

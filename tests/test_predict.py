@@ -15,7 +15,7 @@ from PIL import Image
 
 import mp_deploy
 from mp_deploy import cli, demo
-from mp_deploy.data.base import read_rgb
+from mp_deploy.images import read_rgb
 from mp_deploy.errors import DataError, UsageError
 from mp_deploy.prediction import Predictor, predict_iter
 from mp_deploy.prediction.inputs import list_inputs, parse_shard, shard

@@ -3,9 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from mp_deploy.models import seeded_model
-from mp_deploy.protocols import (DepthProtocol, PoseProtocol, SegProtocol, coco_results, decode_heatmaps,
-                                 predict_depth, predict_pose, predict_seg, run_batched, slide_boxes, window_starts)
+from mp_deploy.tasks import seeded_model
+from mp_deploy.inference import run_batched
+from mp_deploy.tasks.depth import DepthProtocol, predict_depth, window_starts
+from mp_deploy.tasks.pose import PoseProtocol, coco_results, decode_heatmaps, predict_pose
+from mp_deploy.tasks.seg import SegProtocol, predict_seg, slide_boxes
 
 
 class Recorder:
@@ -102,24 +104,98 @@ def test_seg_pad_to_crop_for_fixed_windows():
     assert seen == [(32, 32)] and torch.allclose(probs, (10 * image).softmax(0), atol=1e-6)
 
 
-def dot_heatmaps(x):
-    """17 identical heatmaps: the red channel pooled by 4 (a bright dot gives a peak at its cell)."""
-    return torch.nn.functional.avg_pool2d(x[:, :1], 4).expand(-1, 17, -1, -1).clone()
+def box_crop(box, input_hw, padding=1.25):
+    """The crop of a box as mmpose makes it, computed here from its definition: centre of the box; the box's
+    aspect widened (never narrowed) to the input's; times the padding -> (centre, size) in image pixels."""
+    x, y, w, h = box
+    aspect = input_hw[1] / input_hw[0]
+    if w > aspect * h:
+        h = w / aspect
+    else:
+        w = h * aspect
+    return np.array([x + box[2] / 2, y + box[3] / 2]), np.array([w, h]) * padding
 
 
 def test_pose_keypoints_back_in_image_coordinates():
-    image = torch.zeros(3, 120, 100)
-    image[0, 60:62, 40:42] = 1.0  # a dot centred at (40.5, 60.5)
-    people = predict_pose(image, dot_heatmaps, boxes=[[20, 30, 45, 60]], box_scores=[0.9],
-                          protocol=PoseProtocol(input_size=(64, 48), flip=True))
+    """A run answering one-hot heatmaps at a known cell: every keypoint lands where the crop's geometry puts that
+    cell, exactly; the person's score is the box score times the mean of the keypoint scores above 0.2."""
+    h_in, w_in = 64, 48
+    cells = [(3 + k % 5, 2 + k % 7) for k in range(17)]  # (row, col) per keypoint, away from the border
+    values = [0.1 + 0.05 * k for k in range(17)]  # scores; those <= 0.2 do not count for the person
+
+    def one_hot(x):
+        heat = torch.zeros(len(x), 17, h_in // 4, w_in // 4)
+        for k, ((r, c), v) in enumerate(zip(cells, values)):
+            heat[:, k, r, c] = v
+        return heat
+
+    box, score = [20.0, 30.0, 45.0, 60.0], 0.9
+    people = predict_pose(torch.rand(3, 120, 100), one_hot, boxes=[box], box_scores=[score],
+                          protocol=PoseProtocol(input_size=(h_in, w_in), flip=False))
+    centre, size = box_crop(box, (h_in, w_in))
     kps = people[0]["keypoints"]
-    assert kps.shape == (17, 3)
-    assert np.abs(kps[:, 0] - 40.5).max() < 2.5 and np.abs(kps[:, 1] - 60.5).max() < 2.5
-    assert people[0]["score"] == pytest.approx(0.9 * kps[0, 2]) or kps[0, 2] <= 0.2
-    whole = predict_pose(image, dot_heatmaps, protocol=PoseProtocol(input_size=(64, 48), flip=False))
-    assert np.abs(whole[0]["keypoints"][:, :2] - [40.5, 60.5]).max() < 4  # the whole image as the box
+    for k, (r, c) in enumerate(cells):  # no quarter shift: the neighbours are equal (0)
+        want = np.array([c, r]) * size / [w_in // 4, h_in // 4] + centre - size / 2
+        assert kps[k, :2] == pytest.approx(want, abs=1e-9) and kps[k, 2] == pytest.approx(values[k])
+    good = [v for v in values if v > 0.2]
+    assert people[0]["score"] == pytest.approx(score * np.mean(good))
     res = coco_results(people, image_id=7)
-    assert res[0]["image_id"] == 7 and len(res[0]["keypoints"]) == 51
+    assert res[0]["image_id"] == 7 and len(res[0]["keypoints"]) == 51 and res[0]["score"] == people[0]["score"]
+    whole = predict_pose(torch.rand(3, 120, 100), one_hot, protocol=PoseProtocol(input_size=(h_in, w_in), flip=False))
+    centre, size = box_crop([0, 0, 100, 120], (h_in, w_in))  # no boxes: the whole image is the box
+    r, c = cells[0]
+    assert whole[0]["keypoints"][0, :2] == pytest.approx(np.array([c, r]) * size / [12, 16] + centre - size / 2)
+
+
+def test_flip_back_swaps_left_and_right_and_shifts_one_pixel():
+    """Heatmaps of a flipped crop back in the crop's frame, checked element by element against a loop written
+    from the definition: map k comes from map pair(k) mirrored (x -> w - 1 - x); with the shift, every column
+    moves one to the right and column 0 keeps its value (mmpose's shift_heatmap)."""
+    from mp_deploy.data.keypoints import COCO_FLIP_PAIRS
+    from mp_deploy.tasks.pose import flip_back
+
+    heat = torch.arange(2 * 17 * 3 * 5, dtype=torch.float32).reshape(2, 17, 3, 5)  # every value distinct
+    pair = list(range(17))
+    for a, b in COCO_FLIP_PAIRS:
+        pair[a], pair[b] = b, a
+    plain = flip_back(heat, COCO_FLIP_PAIRS, shift=False)
+    shifted = flip_back(heat, COCO_FLIP_PAIRS, shift=True)
+    for n in range(2):
+        for k in range(17):
+            for y in range(3):
+                for x in range(5):
+                    assert plain[n, k, y, x] == heat[n, pair[k], y, 4 - x]
+                    assert shifted[n, k, y, x] == heat[n, pair[k], y, 4 - max(x - 1, 0)]
+    assert pair[1] == 2 and pair[0] == 0  # the left eye takes the right eye's map; the nose keeps its own
+
+
+def test_pose_flip_test_averages_the_flipped_crop_flipped_back():
+    """pose_heatmaps sends the crops and their mirror images in one batch and averages the second half
+    flipped back; a run that answers A for a crop and B for its mirror image (told apart by a marker pixel)
+    must give (A + flip_back(B)) / 2, computed here by hand."""
+    from mp_deploy.data.keypoints import COCO_FLIP_PAIRS
+    from mp_deploy.tasks.pose import pose_heatmaps
+
+    g = torch.Generator().manual_seed(0)
+    A, B = torch.rand(17, 8, 6, generator=g), torch.rand(17, 8, 6, generator=g)
+    crop = torch.zeros(1, 3, 32, 24)
+    crop[0, 0, 0, 0] = 1.0  # top-left marker: the mirror image has it top-right
+    sizes = []
+
+    def run(x):
+        sizes.append(len(x))
+        return torch.stack([A if c[0, 0, 0] == 1 else B for c in x])
+
+    out = pose_heatmaps(crop, run, PoseProtocol(input_size=(32, 24), flip=True))
+    assert sizes == [2]
+    pair = list(range(17))
+    for a, b in COCO_FLIP_PAIRS:
+        pair[a], pair[b] = b, a
+    want = torch.empty(17, 8, 6)
+    for k in range(17):
+        for x in range(6):
+            want[k, :, x] = (A[k, :, x] + B[pair[k], :, 5 - max(x - 1, 0)]) / 2
+    assert torch.equal(out[0], want)
 
 
 def test_decode_quarter_shift_and_mapping():
@@ -169,7 +245,7 @@ def test_protocols_with_a_seeded_tiny_model():
 
 def test_seg_labels_equal_the_argmax_of_the_probabilities():
     """Chunked over classes (a few at a time): the same labels and confidences as predict_seg(...).max(0)."""
-    from mp_deploy.protocols import seg_labels
+    from mp_deploy.tasks.seg import seg_labels
 
     torch.manual_seed(0)
     weight = torch.randn(7, 3)

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from mp_deploy import cli
 from mp_deploy.checkpoints import load_model
 from mp_deploy.data import build_dataset, collate
-from mp_deploy.models import build_model
+from mp_deploy.tasks import build_model
 from mp_deploy.train.optim import build_optimizer
 from mp_deploy.train.recipes import get_recipe
 from mp_deploy.train.trainer import TaskLoss

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from mp_deploy.errors import UsageError
-from mp_deploy.models import build_model
+from mp_deploy.tasks import build_model
 from mp_deploy.train.build import set_trainable
 from mp_deploy.train.optim import build_optimizer, lr_at, param_groups
 from mp_deploy.train.recipes import RECIPES, get_recipe, recipe_from_dict, recipe_to_dict

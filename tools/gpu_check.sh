@@ -38,9 +38,11 @@ STAGES=${STAGES:-kernel_bench kernel_tests gpu_tests aoti_kernels tiny cpp}
 want() { [[ " $STAGES " == *" $1 "* ]]; }
 stage() { echo "=== [$((SECONDS - T0)) s] $*" | tee -a "$OUT/summary.txt"; }
 save_logs() { tar -czf "$OUT/logs.tar.gz" -C /tmp logs 2> /dev/null; }
-finish() {  # finish NAME RC: the log's tail and exit status into the summary
+FAILED=""
+finish() {  # finish NAME RC: the log's tail and exit status into the summary; a failure makes the script fail
   tail -n 30 "$LOGS/$1.log" >> "$OUT/summary.txt"
   echo "--- $1 exit $2 after $((SECONDS - T0)) s" | tee -a "$OUT/summary.txt"
+  [ "$2" -eq 0 ] || FAILED="$FAILED $1"
   save_logs
 }
 run() {  # run LIMIT NAME CMD...: in the foreground, logged to $LOGS/NAME.log
@@ -71,12 +73,12 @@ gcc -shared -fPIC -O1 -o /tmp/segv_backtrace.so tools/segv_backtrace.c >> "$OUT/
 if want full; then
   stage "build_engine (background): full-size depth -> AOTInductor CUDA fp16"
   timeout 370 python3 export/build_engine.py --task depth --model-size sd15 --backend aoti --precision fp16 \
-    --height 480 --width 480 --out-dir "$ART" --runs 20 > "$LOGS/build_engine.log" 2>&1 &
+    --height 480 --width 480 --output "$ART" --runs 20 > "$LOGS/build_engine.log" 2>&1 &
   BUILD_PID=$!
 fi
 if want tiny; then  # the bundled depth demo at its 128 x 128 window: a CUDA package in about a minute
   stage "build_engine (background): tiny depth -> AOTInductor CUDA fp16"
-  timeout 240 python3 export/build_engine.py --task depth --backend aoti --precision fp16 --out-dir "$ART" \
+  timeout 240 python3 export/build_engine.py --task depth --backend aoti --precision fp16 --output "$ART" \
     > "$LOGS/build_engine_tiny.log" 2>&1 &
   TINY_PID=$!
 fi
@@ -94,10 +96,10 @@ CPP_PID=$!
 
 # 1. kernel microbenchmarks (GPU time from CUDA-graph replays, so the compiles beside them do not count)
 # the single launch waits at a grid barrier: checked alone first, so that a barrier which never opens costs
-# this minute, not the sweep (which then skips it)
+# this minute, not the sweep (which then skips it); its failure still fails the script (FAILED)
 if want kernel_bench; then
   run 60 single_launch python3 benchmarks/kernels.py --check-single-launch && SINGLE="" || SINGLE="--no-single-launch"
-  run 200 kernel_bench python3 benchmarks/kernels.py $SINGLE --out-dir "$OUT"
+  run 200 kernel_bench python3 benchmarks/kernels.py $SINGLE --output "$OUT"
 fi
 
 # 2. kernel tests on CUDA: every kernel against its reference, the ops, torch's mutation analysis
@@ -122,7 +124,7 @@ if want full; then
   wait "$BUILD_PID"; finish build_engine $?
   # 5. latency, same run: eager fp16, its CUDA graph and the package, batch 1, per stage
   run 100 latency python3 benchmarks/latency.py --task depth --model-size sd15 --height 480 --width 480 \
-    --batches 1 --backends eager-fp16,cudagraph-fp16,aoti --no-kernels --runs 20 --artifacts "$ART" --out-dir "$OUT"
+    --batches 1 --backends eager-fp16,cudagraph-fp16,aoti --kernels off --runs 20 --artifacts "$ART" --output "$OUT"
 fi
 if want tiny; then
   stage "waiting for the tiny build"
@@ -130,7 +132,7 @@ if want tiny; then
 fi
 
 # 5b. training steps of the full-size models: images/s and peak memory (CUDA events, torch's peak allocation)
-want train && run 300 train_throughput python3 benchmarks/train_throughput.py --out-dir "$LOGS/train"  # in logs.tar.gz
+want train && run 300 train_throughput python3 benchmarks/train_throughput.py --output "$LOGS/train"  # in logs.tar.gz
 
 # 6. C++: mp_infer (built in the background) against the Python runtime on a CUDA package the test builds
 if want cpp; then
@@ -138,5 +140,6 @@ if want cpp; then
   run 240 cpp_parity env MP_CPP_BUILD_DIR=/tmp/cppbuild $NATIVE_STACK python3 -m pytest tests/test_cpp.py -q \
     -p no:cacheprovider -o addopts="" -rs -m gpu
 fi
-stage "done"
+stage "done${FAILED:+: FAILED:$FAILED}"
 save_logs
+[ -z "$FAILED" ]  # the script's exit status: 0 only when every check passed

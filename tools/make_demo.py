@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mp_deploy import demo
+from mp_deploy import demo, tasks
 from mp_deploy.checkpoints import load_model, save_checkpoint
 from mp_deploy.train import build
 from mp_deploy.train.recipes import get_recipe
@@ -21,7 +21,7 @@ from mp_deploy.util import atomic_write
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--task", choices=demo.TASKS, required=True)
+    ap.add_argument("--task", choices=tasks.names(), required=True)
     ap.add_argument("--run-dir", required=True, help="a finished demo run")
     ap.add_argument("--weights", default="best.safetensors", help="which of the run's checkpoints (default best)")
     ap.add_argument("--sample-index", type=int, default=0, help="the held-out sample to ship as the image")

@@ -6,6 +6,7 @@
 #include "backend.h"
 #include "mp_deploy/engine.h"
 #include "process.h"
+#include "task.h"
 
 namespace mp {
 
@@ -15,14 +16,35 @@ int64_t Tensor::numel() const {
   return n;
 }
 
-std::vector<std::string> available_backends() {
-  std::vector<std::string> names;
+// The compiled-in backends by the sidecar's backend name (mp_deploy/backends: one C++ file per backend).
+using BackendFactory = std::unique_ptr<Backend> (*)(const std::string&, const Sidecar&, const LoadOptions&);
+static const std::vector<std::pair<std::string, BackendFactory>>& backend_factories() {
+  static const std::vector<std::pair<std::string, BackendFactory>> table = {
 #ifdef MP_DEPLOY_WITH_TORCH
-  names.push_back("aoti");
+      {"aoti", make_aoti_backend}, {"torch-tensorrt", make_aoti_backend},
 #endif
 #ifdef MP_DEPLOY_WITH_TENSORRT
-  names.push_back("tensorrt");
+      {"tensorrt", make_tensorrt_backend},
 #endif
+  };
+  return table;
+}
+
+// What a build without a backend tells its user.
+static std::string missing_backend(const std::string& path, const std::string& backend) {
+  if (backend == "tensorrt")
+    return path + " is a TensorRT engine; this build of mp_deploy_cpp has no TensorRT (configure with "
+                  "-DTensorRT_ROOT=<TensorRT folder>)";
+  if (backend == "aoti" || backend == "torch-tensorrt")
+    return path + " is an AOTInductor package; this build of mp_deploy_cpp has no libtorch (configure with "
+                  "-DCMAKE_PREFIX_PATH=<torch cmake prefix>)";
+  return path + ": backend '" + backend + "' has no C++ runner";  // read_sidecar refuses ONNX already
+}
+
+std::vector<std::string> available_backends() {
+  std::vector<std::string> names;
+  for (const auto& [name, factory] : backend_factories())
+    if (name != "torch-tensorrt") names.push_back(name);
   return names;
 }
 
@@ -91,26 +113,12 @@ Engine::~Engine() = default;
 
 std::unique_ptr<Engine> Engine::load(const std::string& path, const LoadOptions& options) {
   Sidecar s = read_sidecar(path, options);  // layout, colour order and the rest: known values (the schema)
-  std::unique_ptr<Backend> backend;
-  if (s.backend == "aoti" || s.backend == "torch-tensorrt") {
-#ifdef MP_DEPLOY_WITH_TORCH
-    backend = make_aoti_backend(path, s, options);
-#else
-    throw Error(path + " is an AOTInductor package; this build of mp_deploy_cpp has no libtorch (configure with "
-                "-DCMAKE_PREFIX_PATH=<torch cmake prefix>)");
-#endif
-  } else if (s.backend == "tensorrt") {
-#ifdef MP_DEPLOY_WITH_TENSORRT
-    backend = make_tensorrt_backend(path, s, options);
-#else
-    throw Error(path + " is a TensorRT engine; this build of mp_deploy_cpp has no TensorRT (configure with "
-                "-DTensorRT_ROOT=<TensorRT folder>)");
-#endif
-  } else {  // read_sidecar refuses ONNX already
-    throw Error(path + ": backend '" + s.backend + "' has no C++ runner");
-  }
-  return std::unique_ptr<Engine>(new Engine(std::move(s), std::move(backend)));
+  find_task(s.task);  // a task this library can postprocess
+  for (const auto& [name, factory] : backend_factories())
+    if (name == s.backend) return std::unique_ptr<Engine>(new Engine(s, factory(path, s, options)));
+  throw Error(missing_backend(path, s.backend));
 }
+
 
 void Engine::network_size(int image_height, int image_width, int* height, int* width) const {
   const ShapeRange& r = sidecar_.shapes;
@@ -145,14 +153,9 @@ Tensor Engine::preprocess(const Image& image) const {
   return t;
 }
 
-// The output's channels per task, from the verified contract; a backend's output is checked against them
-// before any postprocessing indexes into it.
-static int64_t expected_channels(const Sidecar& s) {
-  return s.task == "depth" ? 1 : s.task == "seg" ? s.num_classes : s.num_keypoints;
-}
-
 Result Engine::run(const Image& image) {
   const Sidecar& s = sidecar_;
+  const Task& task = find_task(s.task);
   Tensor input = preprocess(image);
   int net_h = int(input.shape[2]), net_w = int(input.shape[3]);
   Result r;
@@ -161,29 +164,15 @@ Result Engine::run(const Image& image) {
   r.height = image.height;
   r.raw = backend_->run(input);
   const auto& d = r.raw.shape;
-  if (d.size() != 4 || d[0] != input.shape[0] || d[1] != expected_channels(s) || d[2] <= 0 || d[3] <= 0 ||
+  if (d.size() != 4 || d[0] != input.shape[0] || d[1] != task.channels(s) || d[2] <= 0 || d[3] <= 0 ||
       d[2] > net_h || d[3] > net_w || r.raw.data.size() != size_t(r.raw.numel()))
     throw Error("unexpected output shape from " + s.output_name + " (expected (" + std::to_string(input.shape[0]) +
-                ", " + std::to_string(expected_channels(s)) + ", h, w))");
+                ", " + std::to_string(task.channels(s)) + ", h, w))");
   for (float v : r.raw.data)
     if (!std::isfinite(v)) throw Error("the " + s.precision + " output contains NaN or inf");
   int c = int(r.raw.shape[1]), h = int(r.raw.shape[2]), w = int(r.raw.shape[3]);
   const float* first = r.raw.data.data();  // batch item 0
-  if (s.task == "depth") {
-    r.depth = (h == image.height && w == image.width)
-                  ? std::vector<float>(first, first + size_t(h) * w)
-                  : resize_bilinear(first, 1, h, w, image.height, image.width);
-  } else if (s.task == "seg") {
-    std::vector<int32_t> labels = argmax_planes(first, c, h, w);
-    r.labels = (h == image.height && w == image.width) ? labels
-                                                        : resize_nearest(labels, h, w, image.height, image.width);
-  } else {
-    r.keypoints = heatmap_keypoints(first, c, h, w, net_h, net_w);
-    for (auto& k : r.keypoints) {  // network pixels -> image pixels
-      k.x *= float(image.width) / net_w;
-      k.y *= float(image.height) / net_h;
-    }
-  }
+  task.postprocess(first, c, h, w, net_h, net_w, &r);
   return r;
 }
 

@@ -58,15 +58,4 @@ std::vector<int32_t> resize_nearest(const std::vector<int32_t>& src, int h, int 
   return out;
 }
 
-std::vector<Keypoint> heatmap_keypoints(const float* heatmaps, int k, int h, int w, int input_h, int input_w) {
-  std::vector<Keypoint> points;
-  float sy = float(input_h) / h, sx = float(input_w) / w;
-  for (int j = 0; j < k; ++j) {
-    const float* p = heatmaps + size_t(j) * h * w;
-    size_t best = std::max_element(p, p + size_t(h) * w) - p;  // first maximum, as torch.max
-    points.push_back({float(best % w) * sx + sx / 2, float(best / w) * sy + sy / 2, p[best]});
-  }
-  return points;
-}
-
 }  // namespace mp

@@ -21,7 +21,4 @@ std::vector<int32_t> argmax_planes(const float* logits, int classes, int h, int 
 // Nearest-neighbour resize of a label map.
 std::vector<int32_t> resize_nearest(const std::vector<int32_t>& src, int h, int w, int out_h, int out_w);
 
-// Heatmap peaks -> keypoints in network-input pixels (cell centres), as heatmap_keypoints in engine.py.
-std::vector<Keypoint> heatmap_keypoints(const float* heatmaps, int k, int h, int w, int input_h, int input_w);
-
 }  // namespace mp

@@ -103,61 +103,14 @@ bool parse(int argc, char** argv, Args* a) {
   return distinct_paths(*a);
 }
 
-std::vector<uint16_t> depth_png16(const std::vector<float>& depth, double scale) {
-  std::vector<uint16_t> out(depth.size());
-  for (size_t i = 0; i < depth.size(); ++i)
-    out[i] = uint16_t(std::lround(std::fmin(std::fmax(depth[i] * scale, 0.0), 65535.0)));
-  return out;
-}
-
 int run(const Args& a) {
   mp::Image image = mp::read_image(a.input);  // first: cheap, while loading hashes the whole engine
   std::unique_ptr<mp::Engine> engine = mp::Engine::load(a.engine);
-  const mp::Sidecar& s = engine->sidecar();
-  if (s.task == "pose" && !a.raw.empty())
-    throw mp::Error("--raw is for depth and seg engines; use --npy for the pose heatmaps");
+  mp::OutputPaths paths{a.output, a.raw, a.npy, a.colormap};
+  mp::check_outputs(engine->sidecar(), paths);  // before running: outputs the task cannot write
   mp::Result r = engine->run(image);
-
   std::vector<mp::OutputFile> files;  // all written first, renamed together at the end
-  if (!a.npy.empty()) {
-    files.emplace_back(a.npy);
-    mp::write_npy(files.back().file(), r.raw.shape, r.raw.data);
-  }
-  if (s.task == "depth") {
-    if (!a.output.empty()) {
-      files.emplace_back(a.output);
-      mp::write_png(files.back().file(), mp::colorize_depth(r.depth, r.width, r.height, a.colormap));
-    }
-    if (!a.raw.empty()) {
-      files.emplace_back(a.raw);
-      mp::write_png16(files.back().file(), r.width, r.height, depth_png16(r.depth, s.png16_scale));
-    }
-  } else if (s.task == "seg") {
-    if (!a.output.empty()) {
-      files.emplace_back(a.output);
-      mp::write_png(files.back().file(), mp::colorize_labels(r.labels, r.width, r.height));
-    }
-    if (!a.raw.empty()) {
-      files.emplace_back(a.raw);
-      int classes = s.num_classes > 0 ? s.num_classes : int(r.raw.shape[1]);
-      if (classes <= 256) {
-        mp::Image labels{r.width, r.height, 1, std::vector<uint8_t>(r.labels.begin(), r.labels.end())};
-        mp::write_png(files.back().file(), labels);
-      } else {
-        mp::write_png16(files.back().file(), r.width, r.height, std::vector<uint16_t>(r.labels.begin(), r.labels.end()));
-      }
-    }
-  } else if (!a.output.empty()) {
-    mp::Image drawn = image;
-    int radius = std::max(2, std::min(image.width, image.height) / 100);
-    for (size_t k = 0; k < r.keypoints.size(); ++k) {
-      uint8_t rgb[3];
-      mp::palette_color(int(k) + 1, rgb);
-      mp::draw_dot(drawn, r.keypoints[k].x, r.keypoints[k].y, radius, rgb);
-    }
-    files.emplace_back(a.output);
-    mp::write_png(files.back().file(), drawn);
-  }
+  mp::write_outputs(r, image, engine->sidecar(), paths, &files);
   mp::commit_all(files);
   for (size_t k = 0; k < r.keypoints.size(); ++k)
     std::printf("%zu %.2f %.2f %.5f\n", k, r.keypoints[k].x, r.keypoints[k].y, r.keypoints[k].score);

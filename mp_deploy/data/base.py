@@ -1,4 +1,4 @@
-"""What every dataset shares: reading files, the per-sample RNG, skipping bad samples, collating batches.
+"""What every dataset shares: file lists, the per-sample RNG, skipping bad samples, collating batches.
 
 A dataset here is a map-style `torch.utils.data.Dataset` whose `load(index, rng)` returns one sample dict (see
 docs/data.md) or raises DataError for a bad file. `__getitem__` turns a DataError into a logged warning that names
@@ -22,79 +22,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
 
-from mp_deploy.artifacts import MAX_PIXELS
 from mp_deploy.errors import DataError
+from mp_deploy.images import IMAGE_SUFFIXES, read_map, read_rgb
 
 log = logging.getLogger("mp_deploy.data")
 
 # consecutive bad files after which a dataset is taken to be broken (a wrong root, a wrong list)
 MAX_CONSECUTIVE_BAD = 50
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 # ------------------------------------------------------------------ files
-
-def read_rgb(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
-    """An image file as RGB uint8 (H, W, 3), the one image reader of the project: the pixel count checked from
-    the header before decoding (default: the engines' MAX_PIXELS); EXIF orientation applied; gray, palette,
-    CMYK converted, alpha dropped; 16- and 32-bit images scaled to 8 bits. DataError names the file and cause."""
-    max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-            if w * h > max_pixels:
-                raise DataError(f"{path}: {w}x{h} is {w * h} pixels, more than the {max_pixels} an image may have")
-            return to_rgb8(ImageOps.exif_transpose(im))
-    except Image.DecompressionBombError as e:  # a header far beyond Pillow's own limit
-        raise DataError(f"{path}: cannot read image ({e})") from None
-    except FileNotFoundError:
-        raise DataError(f"{path}: cannot read image (no such file)") from None
-    except PermissionError:
-        raise DataError(f"{path}: cannot read image (permission denied)") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: cannot read image (a folder)") from None
-    except UnidentifiedImageError:
-        raise DataError(f"{path}: cannot read image (not an image file, or a format Pillow cannot read)") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as e:  # what PIL raises for truncated or corrupt data
-        raise DataError(f"{path}: cannot read image (truncated or corrupt: {e})") from None
-
-
-def to_rgb8(im: Image.Image) -> np.ndarray:
-    """A decoded PIL image of any mode as RGB uint8: 16-bit gray divided by 257 (65535 -> 255), 32-bit integer
-    gray likewise when it goes past 255, float gray clipped to [0, 255] (or scaled from [0, 1])."""
-    if im.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
-        gray = np.asarray(im).astype(np.float64)
-        if im.mode.startswith("I;16") or (im.mode == "I" and gray.max(initial=0) > 255):
-            gray = gray / 257.0
-        elif im.mode == "F" and gray.max(initial=0) <= 1.0:
-            gray = gray * 255.0
-        gray = np.clip(np.rint(gray), 0, 255).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=-1)
-    return np.asarray(im.convert("RGB"))
-
-
-def read_map(path: str | Path) -> np.ndarray:
-    """A one-channel PNG (label map, 16-bit depth) with its stored values unchanged: uint8, uint16 or int32.
-    Palette PNGs give their indices, as mmseg's pillow loader does."""
-    try:
-        with Image.open(path) as im:
-            if im.mode not in ("L", "P", "I", "I;16", "I;16L", "I;16B"):
-                raise DataError(f"{path}: expected a one-channel PNG, got mode {im.mode}")
-            arr = np.asarray(im)
-    except (OSError, ValueError, SyntaxError) as e:
-        raise DataError(f"{path}: cannot read map ({e})") from None
-    if arr.dtype.byteorder == ">":  # 16-bit big-endian mode
-        arr = arr.astype(arr.dtype.newbyteorder("="))
-    return arr
-
-
-def write_png(path: str | Path, array: np.ndarray) -> None:
-    """Write uint8 (H, W) / (H, W, 3) or uint16 (H, W) as PNG (fixtures, custom-format converters)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(array)).save(path)
-
 
 def check_same_size(image: np.ndarray, target: np.ndarray, image_path, target_path) -> None:
     if image.shape[:2] != target.shape[:2]:
@@ -119,11 +57,6 @@ def image_files(folder: str | Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def to_image_tensor(rgb: np.ndarray) -> torch.Tensor:
-    """RGB uint8 (H, W, 3) -> float32 (3, H, W) in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float().div_(255.0)
-
-
 def load_manifest(root: str | Path) -> dict:
     """A custom folder's dataset.json (docs/data.md)."""
     path = Path(root) / "dataset.json"
@@ -133,8 +66,8 @@ def load_manifest(root: str | Path) -> dict:
         raise DataError(f"{path}: cannot read ({e.strerror}); a custom data folder needs a dataset.json") from None
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(manifest, dict) or manifest.get("task") not in ("depth", "seg", "pose"):
-        raise DataError(f"{path}: needs \"task\": one of depth, seg, pose")
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("task"), str):
+        raise DataError(f"{path}: needs \"task\": the task name (depth, seg, pose)")
     return manifest
 
 

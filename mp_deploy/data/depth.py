@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mp_deploy.data.base import PairedFiles, image_files, paired_files, read_list, read_manifest, to_image_tensor
+from mp_deploy.data.base import PairedFiles, image_files, paired_files, read_list, read_manifest
+from mp_deploy.images import to_image_tensor
 from mp_deploy.data.transforms import hsv_to_rgb, lut, rgb_to_hsv
 from mp_deploy.errors import DataError
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mp_deploy.data.base import SampleDataset, image_files, read_manifest, read_rgb, to_image_tensor
+from mp_deploy.data.base import SampleDataset, image_files, read_manifest
+from mp_deploy.images import read_rgb, to_image_tensor
 from mp_deploy.data.keypoints import COCO_FLIP_PAIRS, COCO_KEYPOINTS, COCO_UPPER_BODY, flip_permutation
 from mp_deploy.data.transforms import affine_matrix, apply_affine, warp_affine
 from mp_deploy.errors import DataError

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mp_deploy.data.base import SampleDataset, to_image_tensor
+from mp_deploy.data.base import SampleDataset
+from mp_deploy.images import to_image_tensor
 from mp_deploy.data.depth import DepthAugment, augment_depth
 from mp_deploy.data.figures import Figure, sample_figure
 from mp_deploy.data.keypoints import COCO_KEYPOINTS
@@ -254,21 +255,41 @@ def synthetic_scene(seed: int, index: int, size: tuple[int, int], people: bool =
 
 # ------------------------------------------------------------------ datasets
 
+def scene_function(family: str):
+    """The renderer of a scene family: rooms (the training scenes: mp_deploy/data/rooms.py), unseen (an
+    independently written family for evaluation only: data/unseen.py), classic (this module's boxes in a room)."""
+    if family == "rooms":
+        from mp_deploy.data.rooms import room_scene
+
+        return room_scene
+    if family == "unseen":
+        from mp_deploy.data.unseen import unseen_scene
+
+        return unseen_scene
+    if family == "classic":
+        return synthetic_scene
+    raise DataError(f"unknown scene family {family!r}; choose rooms, unseen or classic")
+
+
+SCENE_FAMILIES = ("rooms", "unseen", "classic")
+
 class SyntheticDepth(SampleDataset):
     """Synthetic depth samples at `size`; `augment` applies the reference's depth augmentation (the crop is the
     full size, so it only flips, colours and strips)."""
 
     eval_crop, min_depth, max_depth, protocol = None, 1e-3, MAX_DEPTH, "synthetic"
 
-    def __init__(self, size=(128, 128), length: int = 100_000, seed: int = 0, augment: bool = False):
-        self.size, self.length, self.seed = tuple(size), length, seed
+    def __init__(self, size=(128, 128), length: int = 100_000, seed: int = 0, augment: bool = False,
+                 scenes: str = "rooms"):
+        self.size, self.length, self.seed, self.scenes = tuple(size), length, seed, scenes
+        self.render = scene_function(scenes)
         self.augment = DepthAugment(self.size) if augment else None
 
     def __len__(self) -> int:
         return self.length
 
     def load(self, index: int, rng: np.random.Generator) -> dict:
-        scene = synthetic_scene(self.seed, index, self.size)
+        scene = self.render(self.seed, index, self.size)
         image, depth = scene.image, scene.depth
         if self.augment is not None:
             strip = (index + self.epoch) % self.augment.strip_every == 0
@@ -284,15 +305,17 @@ class SyntheticSeg(SampleDataset):
 
     num_classes, protocol = len(CLASSES), "synthetic"
 
-    def __init__(self, size=(128, 128), length: int = 100_000, seed: int = 0, augment: bool = False):
-        self.size, self.length, self.seed = tuple(size), length, seed
+    def __init__(self, size=(128, 128), length: int = 100_000, seed: int = 0, augment: bool = False,
+                 scenes: str = "rooms"):
+        self.size, self.length, self.seed, self.scenes = tuple(size), length, seed, scenes
+        self.render = scene_function(scenes)
         self.augment = SegAugment(scale=(4 * max(size), min(size)), crop=self.size) if augment else None
 
     def __len__(self) -> int:
         return self.length
 
     def load(self, index: int, rng: np.random.Generator) -> dict:
-        scene = synthetic_scene(self.seed, index, self.size)
+        scene = self.render(self.seed, index, self.size)
         image, labels = scene.image, scene.labels.astype(np.int64)
         if self.augment is not None:
             image, labels = augment_seg(image, labels, rng, self.augment)
@@ -307,10 +330,11 @@ class SyntheticPose(SampleDataset):
     keypoint_names, sigmas, coco, protocol = COCO_KEYPOINTS, None, None, "synthetic"
 
     def __init__(self, input_size=(128, 96), length: int = 100_000, seed: int = 0, augment: bool = False,
-                 scene_size: tuple[int, int] | None = None, sigma: float = 2.0):
+                 scene_size: tuple[int, int] | None = None, sigma: float = 2.0, scenes: str = "rooms"):
         side = int(1.5 * max(input_size))
         self.scene_size = tuple(scene_size) if scene_size else (side, side)
-        self.length, self.seed = length, seed
+        self.length, self.seed, self.scenes = length, seed, scenes
+        self.render = scene_function(scenes)
         self.cfg = TopDown(input_size=tuple(input_size), sigma=sigma)
         self.augment = PoseAugment() if augment else None
 
@@ -318,7 +342,7 @@ class SyntheticPose(SampleDataset):
         return self.length
 
     def load(self, index: int, rng: np.random.Generator) -> dict:
-        scene = synthetic_scene(self.seed, index, self.scene_size, people=True)
+        scene = self.render(self.seed, index, self.scene_size, people=True)
         person = scene.people[0]
         instance = {"file": f"synthetic:{self.seed}:{index}", "image_id": index, "box": person["box"],
                     "keypoints": person["keypoints"], "area": person["area"]}

@@ -13,13 +13,21 @@ from pathlib import Path
 
 from mp_deploy.errors import MpDeployError, UsageError
 
-TASKS = ("depth", "seg", "pose")
 FOLDER = Path(__file__).parent
 
 
+def tasks_with_demo() -> tuple[str, ...]:
+    """The registered tasks that have a bundled demo model (a <task>.safetensors here)."""
+    from mp_deploy import tasks
+
+    return tuple(t for t in tasks.names() if (FOLDER / f"{t}.safetensors").is_file())
+
+
 def _file(task: str, suffix: str) -> Path:
-    if task not in TASKS:
-        raise UsageError(f"no demo model for task {task!r}; choose one of {', '.join(TASKS)}")
+    from mp_deploy import tasks
+
+    if task not in tasks.names():
+        raise UsageError(f"no demo model for task {task!r}; choose one of {', '.join(tasks_with_demo())}")
     path = FOLDER / f"{task}{suffix}"
     if not path.is_file():
         raise MpDeployError(f"the demo file {path} is missing from this installation")

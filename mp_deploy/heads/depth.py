@@ -1,10 +1,14 @@
-"""Depth: the reference's stride-8 fusion neck with the prompt rearrangement, and its deconv decoder."""
+"""Depth: the reference's stride-8 fusion neck with the prompt rearrangement, its deconv decoder, and the depth model
+(RGB in [0, 1] -> depth in metres (B, 1, H, W))."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from mp_deploy.backbone import MetaPromptsBackbone
+from mp_deploy.configs import Preset, SizeConfig
 from mp_deploy.heads.common import ConvGNReLU, DeconvStack
+from mp_deploy.models import MetaPromptsModel
 from mp_deploy.ops import norm_relu_rearrange
 
 
@@ -41,3 +45,13 @@ class DepthHead(nn.Module):
     def forward(self, prompt_map: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.last_layer(self.decoder(prompt_map))) * self.max_depth
 
+
+class MetaPromptsDepth(MetaPromptsModel):
+    task = "depth"
+
+    def __init__(self, size: SizeConfig, preset: Preset):
+        super().__init__(size, preset)
+        self.backbone = MetaPromptsBackbone(size, preset.refine_steps, preset.num_prompts, per_step_prompts=True)
+        self.neck = FusionNeck(size.feature_channels, size.neck_deconv_channels, size.prompt_dim)
+        self.head = DepthHead(preset.num_prompts, size.depth_decoder_channels, size.depth_head_channels,
+                              preset.max_depth)

@@ -1,4 +1,5 @@
-"""Segmentation: per-level prompt maps (the reference's upconv1-4), UPerHead and the FCN auxiliary head.
+"""Segmentation: per-level prompt maps (the reference's upconv1-4), UPerHead and the FCN auxiliary head, and the
+segmentation model (RGB in [0, 1] -> class logits (B, K, H, W)).
 
 UPerHead / FCNHead follow mmseg 0.30 (the reference's decode_head / auxiliary_head) in plain PyTorch, with
 mmcv ConvModule's key names (`.conv` without bias, `.bn`), so official files load unchanged.
@@ -9,7 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mp_deploy.backbone import MetaPromptsBackbone
+from mp_deploy.configs import Preset, SizeConfig
 from mp_deploy.heads.common import ConvGNReLU, resize
+from mp_deploy.models import MetaPromptsModel
 from mp_deploy.ops import norm_relu_rearrange
 
 
@@ -80,3 +84,27 @@ class FCNHead(nn.Module):
 
     def forward(self, inputs) -> torch.Tensor:
         return self.conv_seg(self.dropout(self.convs(inputs[self.in_index])))
+
+
+class MetaPromptsSeg(MetaPromptsModel):
+    task = "seg"
+
+    def __init__(self, size: SizeConfig, preset: Preset):
+        super().__init__(size, preset)
+        self.backbone = MetaPromptsBackbone(size, preset.refine_steps, preset.num_prompts, per_step_prompts=False)
+        self.neck = SegNeck(size.feature_channels, size.prompt_dim)
+        self.decode_head = UPerHead(preset.num_prompts, size.uper_channels, preset.num_classes,
+                                    dropout=preset.dropout)
+        self.auxiliary_head = FCNHead(preset.num_prompts, size.uper_channels, preset.num_classes,
+                                      dropout=preset.dropout)
+
+    def encoder_size(self, h: int, w: int) -> tuple[int, int]:
+        return h, w
+
+    def decode(self, s: dict) -> dict:
+        """UPerHead on the 4 prompt maps, logits resized to the image. In training mode also the auxiliary
+        FCN head's logits (`aux_output`, at its own stride 16), which only the loss uses."""
+        out = {"hw": s["hw"], "output": resize(self.decode_head(s["prompt_map"]), s["hw"])}
+        if self.training:
+            out["aux_output"] = self.auxiliary_head(s["prompt_map"])
+        return out

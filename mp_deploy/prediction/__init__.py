@@ -9,7 +9,7 @@
     for arrays in predictor.stream(camera_frames): ...
 
 Options (the CLI's flags): task, engine, checkpoint, server, server_model, preset, backend, device, precision,
-batch_size, height, width (network.Source), tta, boxes (Predictor); and for paths output, outputs, resume,
+batch_size, height, width (runner.Source), tta, boxes (Predictor); and for paths output, outputs, resume,
 shard. See docs/predict.md.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 
 from mp_deploy.prediction.inputs import parse_shard
 from mp_deploy.prediction.job import output_folder, plan, write_manifest
-from mp_deploy.prediction.network import Source
+from mp_deploy.prediction.runner import Source
 from mp_deploy.prediction.pipeline import Pipeline, Prediction
 from mp_deploy.prediction.predictor import Predictor
 

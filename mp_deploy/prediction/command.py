@@ -15,17 +15,16 @@ import argparse
 import os
 import sys
 
-from mp_deploy import cli
-from mp_deploy.prediction.network import BACKENDS, PRECISIONS
-from mp_deploy.prediction.outputs import OUTPUTS
+from mp_deploy import cli, tasks
 from mp_deploy.prediction.predictor import TTA
+from mp_deploy.prediction.runner import PRECISIONS, backend_choices
 
 FAILED_BASE, FAILED_CAP = 10, 100  # exit status 10 + min(failed inputs, 100)
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--input", required=True, help="an image, a video, or a folder of them (recursive, sorted)")
-    ap.add_argument("--output", required=True, help="the folder for the outputs (created; keyed by input path)")
+    cli.add_output(ap, "the folder for the outputs (created; keyed by input path)", required=True)
     cli.add_task(ap, required=False)
     cli.add_preset(ap)
     model = ap.add_argument_group("model (one of; none: the bundled demo model of --task)")
@@ -33,22 +32,18 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     model.add_argument("--checkpoint", help="our .safetensors or an official checkpoint, run eagerly")
     model.add_argument("--server", help="a Triton server URL (mp-deploy serve)")
     model.add_argument("--server-model", help="the model's name on the server (default <task>-<preset>)")
-    ap.add_argument("--backend", default="auto", choices=BACKENDS,
-                    help="eager for checkpoints; with --engine DIR, the artifact to pick (auto: TensorRT, "
-                         "torch-tensorrt, AOTInductor, ONNX, the first that runs here)")
+    cli.add_backend(ap, "eager for checkpoints; with --engine DIR, the artifact to pick (auto: TensorRT, "
+                        "torch-tensorrt, AOTInductor, ONNX, the first that runs here)")
     cli.add_device(ap)
-    ap.add_argument("--precision", default="auto", choices=PRECISIONS,
-                    help="eager: fp16 on CUDA, fp32 on CPU by default; an artifact runs as it was built")
+    cli.add_precision(ap, "auto", "eager: fp16 on CUDA, fp32 on CPU by default; an artifact runs as it was built")
     ap.add_argument("--tta", default="auto", choices=list(TTA),
                     help="test-time augmentation: auto = the reference's protocol (depth and pose flip; "
                          "segmentation single-scale), on = flip (+ multi-scale for segmentation), off")
     cli.add_batch_size(ap, "an image's windows / crops go through the engine in chunks of this size "
                           "(default: 8, or the artifact's max batch if smaller)")
-    ap.add_argument("--height", type=cli.positive_int, help="window height (default: the artifact's, else the "
-                                                               "preset's)")
-    ap.add_argument("--width", type=cli.positive_int, help="window width (like --height)")
-    names = sorted({n for table in OUTPUTS.values() for n in table})
-    ap.add_argument("--outputs", type=lambda t: tuple(t.split(",")),
+    cli.add_sizes(ap, "window height, one value (default: the artifact's, else the preset's)")
+    names = sorted({n for t in tasks.all_tasks() for n in t.outputs})
+    ap.add_argument("--outputs", type=cli.name_list,
                     help=f"which outputs to write, comma-separated (default all of the task's): {', '.join(names)}")
     ap.add_argument("--boxes", help="pose: person boxes, JSON {input: [[x, y, w, h(, score)], ...]} "
                                     "(default: the whole image)")
@@ -67,12 +62,15 @@ def run(args: argparse.Namespace) -> int:
     from mp_deploy.prediction.pipeline import Pipeline
     from mp_deploy.prediction.video import count_frames
 
+    cli.check_choice(args.precision, PRECISIONS, "--precision")
+    cli.check_choice(args.backend, backend_choices(), "--backend")
     shard = parse_shard(args.shard)
     folder = output_folder(args.output)  # before loading anything: a bad folder fails at once
     _local_gpu()
     source = Source(task=args.task, engine=args.engine, checkpoint=args.checkpoint, server=args.server,
                     server_model=args.server_model, preset=args.preset, backend=args.backend, device=args.device,
-                    precision=args.precision, batch_size=args.batch_size, height=args.height, width=args.width)
+                    precision=args.precision, batch_size=args.batch_size, height=cli.one_size(args.height, "--height"),
+                    width=cli.one_size(args.width, "--width"))
     predictor = Predictor(source, tta=args.tta, boxes=args.boxes)
     pipeline = Pipeline(predictor, folder, args.outputs, keep_arrays=False)
     job = plan(args.input, pipeline, shard, args.resume)

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from mp_deploy.data.base import IMAGE_SUFFIXES
+from mp_deploy.images import IMAGE_SUFFIXES
 from mp_deploy.errors import UsageError
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")

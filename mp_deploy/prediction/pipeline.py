@@ -12,15 +12,18 @@ import queue
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import numpy as np
 
+from mp_deploy import tasks
 from mp_deploy.errors import DataError, UsageError
+from mp_deploy.images import check_rgb, read_image
 from mp_deploy.prediction.inputs import Item
-from mp_deploy.prediction.outputs import OUTPUTS, output_paths, pose_records, render, write_output
-from mp_deploy.prediction.predictor import Predictor, check_image, read_image
+from mp_deploy.prediction.outputs import output_paths, write_output
+from mp_deploy.prediction.predictor import Predictor
 from mp_deploy.prediction.stages import StageClock
+from mp_deploy.prediction.threads import background
 from mp_deploy.prediction.video import VideoReader, VideoSink
 
 READ_AHEAD = 4  # decoded inputs waiting for the engine
@@ -35,44 +38,7 @@ class Prediction:
     error: str | None = None  # one line naming the input and the cause
 
 
-# ------------------------------------------------------------------ background threads
-
-def background(iterable: Iterable, depth: int) -> Iterator:
-    """The items of `iterable`, produced by a daemon thread at most `depth` ahead; its errors are raised here.
-    Closing the returned generator stops the thread at its next item."""
-    items: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(entry) -> bool:
-        while not stop.is_set():
-            try:
-                items.put(entry, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce():
-        try:
-            for item in iterable:
-                if not put(("item", item)):
-                    return
-            put(("end", None))
-        except BaseException as e:  # noqa: B036 (handed to the consumer)
-            put(("error", e))
-
-    threading.Thread(target=produce, name="predict-reader", daemon=True).start()
-    try:
-        while True:
-            kind, item = items.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                raise item
-            yield item
-    finally:
-        stop.set()
-
+# ------------------------------------------------------------------ the writer thread
 
 class Writer:
     """Output files written by one background thread, in order; a failure is kept as (key, line)."""
@@ -82,8 +48,8 @@ class Writer:
         self.thread = threading.Thread(target=self._run, name="predict-writer", daemon=True)
         self.thread.start()
 
-    def submit(self, key: str, path: Path, name: str, value) -> None:
-        self.jobs.put((key, path, name, value))
+    def submit(self, key: str, path: Path, format: str, value) -> None:
+        self.jobs.put((key, path, format, value))
 
     def close(self) -> None:
         self.jobs.put(None)
@@ -97,10 +63,10 @@ class Writer:
 
     def _run(self) -> None:
         while (job := self.jobs.get()) is not None:
-            key, path, name, value = job
+            key, path, format, value = job
             try:
                 with self.clock.timed("write"):
-                    write_output(path, name, value)
+                    write_output(path, format, value)
             except Exception as e:  # a full disk, a folder made read-only: this input fails, the run goes on
                 self.failures.put((key, f"{path}: cannot write ({_cause(e)})"))
 
@@ -165,15 +131,15 @@ class Pipeline:
     images: int = 0  # images and frames predicted
 
     def __post_init__(self):
-        known = OUTPUTS[self.predictor.task]
+        known = tasks.get(self.predictor.task).outputs
         if self.outputs is not None and not set(self.outputs) <= set(known):
             raise UsageError(f"outputs: {self.predictor.task} writes {', '.join(known)}, not "
                              f"{', '.join(sorted(set(self.outputs) - set(known)))}")
 
     def paths(self, item: Item) -> dict[str, Path]:
-        task = self.predictor.task
-        chosen = self.outputs or OUTPUTS[task]
-        return output_paths(self.output, task, item.stem, item.video, chosen) if self.output else {}
+        spec = tasks.get(self.predictor.task)
+        chosen = self.outputs or spec.outputs
+        return output_paths(self.output, spec, item.stem, item.video, chosen) if self.output else {}
 
     def complete(self, item: Item) -> bool:
         """Every output of `item` is there (each is written whole or not at all)."""
@@ -191,7 +157,7 @@ class Pipeline:
                 elif unit.kind == "error":
                     yield self._fail(unit.item.key, unit.error)
                 elif unit.kind == "start":
-                    video = _Video(unit.item, unit.video, self.paths(unit.item), clock)
+                    video = _Video(unit.item, unit.video, self.paths(unit.item), clock, self.predictor.spec)
                 elif unit.kind == "frame":
                     if not video.error:  # after a failed frame the rest of the video is skipped
                         yield self._frame(unit, video)
@@ -219,12 +185,12 @@ class Pipeline:
         sw = p.clock.stopwatch()
         try:
             result = p.predict(unit.rgb, p.boxes_for(item.key), sw)
-            files = {name: render(p.task, name, unit.rgb, result, p.preset, p.threshold)
-                     for name in self.paths(item)}  # all rendered before any is written
-            if "json" in files:
-                files["json"] = pose_records(files["json"], item.index, item.key)
-            for name, path in self.paths(item).items():
-                writer.submit(item.key, path, name, files[name])
+            paths = self.paths(item)
+            files = {name: p.spec.output_records(name, p.spec.render(name, unit.rgb, result, p.preset, p.threshold),
+                                                 item.index, item.key)
+                     for name in paths}  # all rendered before any is written
+            for name, path in paths.items():
+                writer.submit(item.key, path, p.spec.outputs[name].format, files[name])
         except Exception as e:  # this input fails, the run goes on
             return self._fail(item.key, f"{item.path}: {_cause(e)}")
         finally:
@@ -236,7 +202,7 @@ class Pipeline:
         item, p = unit.item, self.predictor
         sw = p.clock.stopwatch()
         try:
-            check_image(unit.rgb, f"{item.path} frame {unit.frame}")
+            check_rgb(unit.rgb, f"{item.path} frame {unit.frame}")
             result = p.predict(unit.rgb, p.boxes_for(f"{item.key}#{unit.frame}"), sw)
             video.add(p, unit, result)
         except Exception as e:
@@ -252,18 +218,23 @@ class Pipeline:
 class _Video:
     """One video's outputs while its frames come: a VideoSink per visual output, the pose records."""
 
-    def __init__(self, item: Item, reader: VideoReader, paths: dict[str, Path], clock: StageClock):
+    def __init__(self, item: Item, reader: VideoReader, paths: dict[str, Path], clock: StageClock, spec):
         self.item, self.reader, self.clock = item, reader, clock
         self.paths = paths
-        self.sinks = {name: VideoSink(path, reader.rate, clock) for name, path in paths.items() if name != "json"}
-        self.records: list[dict] = []
+        self.formats = {name: spec.video_outputs[name].format for name in paths}
+        self.sinks = {name: VideoSink(path, reader.rate, clock) for name, path in paths.items()
+                      if self.formats[name] == "mp4"}
+        self.records: dict[str, list] = {}
         self.error: str | None = None
 
     def add(self, p: Predictor, unit: Unit, result: dict) -> None:
         for name, sink in self.sinks.items():
-            sink.put(render(p.task, name, unit.rgb, result, p.preset, p.threshold, video=True))
-        if "json" in self.paths:
-            self.records += pose_records(result["people"], unit.frame, self.item.key, unit.frame)
+            sink.put(p.spec.render(name, unit.rgb, result, p.preset, p.threshold, video=True))
+        for name in self.paths:
+            if self.formats[name] == "json":  # one file for the whole video: each frame's records
+                value = p.spec.render(name, unit.rgb, result, p.preset, p.threshold, video=True)
+                self.records.setdefault(name, []).extend(
+                    p.spec.output_records(name, value, unit.frame, self.item.key, unit.frame))
 
     def abort(self) -> None:
         for sink in self.sinks.values():
@@ -285,8 +256,9 @@ class _Video:
         except Exception as e:
             self.abort()
             return f"{name}: cannot write its video ({_cause(e)})"
-        if "json" in self.paths and writer is not None:
-            writer.submit(key, self.paths["json"], "json", self.records)
+        if writer is not None:
+            for name, records in self.records.items():
+                writer.submit(key, self.paths[name], "json", records)
         if self.reader.ended_early:
             return f"{name}: the video ended early: {self.reader.ended_early}; its outputs hold the {frames} frames read"
         return None

@@ -7,10 +7,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mp_deploy import backends, tasks
 from mp_deploy.errors import BuildError
 
-TASKS = ("depth", "seg", "pose")
-PREFERENCE = ("tensorrt", "aoti", "onnx")  # the fastest runnable artifact of a build, for serving
+BATCH = (1, 1, 8)  # the batch range of the demo artifacts: dynamic batching forms batches of up to 8
 
 
 def cache_dir() -> Path:
@@ -20,19 +20,21 @@ def cache_dir() -> Path:
     return Path(root) / "demo"
 
 
-def demo_artifacts(tasks=TASKS, folder: str | os.PathLike | None = None) -> list[Path]:
-    """One artifact per task of the default build (built on first use): TensorRT or AOTInductor on a GPU, ONNX
-    on a CPU (a CPU AOTInductor build takes minutes and runs no faster here)."""
+def demo_artifacts(names=None, folder: str | os.PathLike | None = None) -> list[Path]:
+    """One artifact per task of the default build (built on first use) for batches of 1 to 8: TensorRT or
+    AOTInductor on a GPU, ONNX on a CPU (a CPU AOTInductor build takes minutes and runs no faster here)."""
     import torch
 
     from mp_deploy.export.build_engine import BuildSpec, build
 
     folder = Path(folder) if folder else cache_dir()
     backend = "auto" if torch.cuda.is_available() else "onnx"
+    preference = backends.gpu_preference()  # the fastest runnable artifact of a build, for serving
     paths = []
-    for task in tasks:
-        built = [a for a in build(BuildSpec(task=task, backend=backend, out_dir=str(folder), runs=1)) if a.ok]
+    for task in names or tasks.names():
+        built = [a for a in build(BuildSpec(task=task, backend=backend, output=str(folder), runs=1, batch=BATCH))
+                 if a.ok]
         if not built:
             raise BuildError(f"no demo {task} artifact passed its parity check in {folder}")
-        paths.append(min(built, key=lambda a: PREFERENCE.index(a.backend) if a.backend in PREFERENCE else 99).path)
+        paths.append(min(built, key=lambda a: preference.index(a.backend)).path)
     return paths

@@ -25,7 +25,7 @@ def readme(specs, configs, tag: str, args: list[str]) -> str:
         behind = [f"`{n}` ({c.platform or c.backend})" for n, c in configs[spec.name].items() if n != spec.name]
         rows.append(f"| `{spec.name}` | `{spec.path.name}` | {spec.max_batch} | "
                     f"{', '.join(t.name for t in spec.outputs())} | {' -> '.join(behind) or 'Python backend'} |")
-    plans = [s.meta for s in specs if s.meta["backend"] == "tensorrt"]
+    plans = [s.meta for s in specs if any(c.platform == "tensorrt_plan" for c in configs[s.name].values())]
     built = lambda key: ", ".join(sorted({str(key(m)) for m in plans}))  # noqa: E731
     trt_note = (f"\nThe TensorRT plans were built with TensorRT {built(lambda m: m['versions'].get('tensorrt'))} on "
                 f"{built(lambda m: m['gpu']['name'])}: pick the tritonserver release that ships that TensorRT "

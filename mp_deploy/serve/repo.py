@@ -1,7 +1,7 @@
 """`mp-deploy triton-repo`: a Triton model repository of artifacts, for NVIDIA's Triton container on GPU machines and
 clusters (README there: the docker command, a Dockerfile and a Kubernetes Deployment).
 
-    mp-deploy triton-repo --engine depth-nyu-sd15-fp16.engine --engine seg-ade20k-sd15-fp16.onnx --out triton/
+    mp-deploy triton-repo --engine depth-nyu-sd15-fp16.engine --engine seg-ade20k-sd15-fp16.onnx --output triton/
 
 Clients call one model per artifact, `<task>-<preset>`: uint8 images (N, H, W, 3) in, the task's outputs out (the
 same tensors as `mp-deploy serve`). Behind it:
@@ -20,6 +20,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from mp_deploy import backends, cli
 from mp_deploy.artifacts import sidecar_path
 from mp_deploy.errors import UsageError
 from mp_deploy.serve.spec import ARTIFACT, INPUT, PIXELS, RAW, ROLE, SIDECAR, ModelSpec, TensorSpec, describe
@@ -51,16 +52,18 @@ def _tensors(pb, cls, tensors: list[TensorSpec]):
 
 
 def _config(pb, name: str, spec: ModelSpec, inputs, outputs, kind: str, instances: int, **fields):
-    """A model with dynamic batching, `instances` instances of `kind`, warmed up on zeros before it is ready.
-    inputs: (dims as served, dims at the opt size) per tensor."""
-    warmup = pb.ModelWarmup(name="zeros", batch_size=1, inputs={
+    """A model with dynamic batching, `instances` instances of `kind`, warmed up on zeros at every batch size
+    dynamic batching can form before it is ready (a Python model receives a warm-up of batch b as b requests and
+    runs them as one batch). inputs: (dims as served, dims at the opt size) per tensor."""
+    warmup = [pb.ModelWarmup(name=f"zeros-batch-{b}", batch_size=b, inputs={
         t.name: pb.ModelWarmup.Input(data_type=_dtype(pb, t), dims=list(t.dims), zero_data=True) for _, t in inputs})
+        for b in range(1, spec.max_batch + 1)]
     return pb.ModelConfig(name=name, max_batch_size=spec.max_batch,
                           input=_tensors(pb, pb.ModelInput, [t for t, _ in inputs]),
                           output=_tensors(pb, pb.ModelOutput, outputs), dynamic_batching=pb.ModelDynamicBatching(),
                           instance_group=[pb.ModelInstanceGroup(kind=pb.ModelInstanceGroup.Kind.Value(f"KIND_{kind}"),
                                                                 count=instances)],
-                          model_warmup=[warmup], **fields)
+                          model_warmup=warmup, **fields)
 
 
 def _python(pb, role: str, name, spec, inputs, outputs, kind, instances, **params):
@@ -72,12 +75,12 @@ def _python(pb, role: str, name, spec, inputs, outputs, kind, instances, **param
 def network_kind(meta: dict, requested: str) -> str:
     """GPU or CPU instances for the network: a TensorRT plan or CUDA package needs a GPU; ONNX runs on the GPU of a
     cluster unless --instance-kind cpu."""
-    gpu_only = meta["backend"] in ("tensorrt", "torch-tensorrt") or meta["device"] == "cuda"
+    gpu_only = backends.get(meta["backend"]).gpu_only or meta["device"] == "cuda"
     if requested == "cpu" and gpu_only:
         raise UsageError(f"--instance-kind cpu: a {meta['backend']} {meta['device']} artifact runs on a GPU")
     if requested != "auto":
         return requested.upper()
-    return "GPU" if gpu_only or meta["backend"] == "onnx" else "CPU"
+    return backends.get(meta["backend"]).triton_instance  # ONNX, TensorRT: a cluster's GPU unless --instance-kind cpu
 
 
 def model_configs(spec: ModelSpec, python_backend: bool = False, kind: str = "auto", instances: int = 1) -> dict:
@@ -85,7 +88,8 @@ def model_configs(spec: ModelSpec, python_backend: bool = False, kind: str = "au
     pb = model_config_pb2()
     meta, artifact = spec.meta, spec.path.name
     images = list(zip(spec.inputs(), spec.inputs(at=1)))
-    if python_backend or meta["backend"] in ("aoti", "torch-tensorrt"):
+    network_backend = backends.get(meta["backend"]).triton_network  # None: Triton has no backend for the format
+    if python_backend or network_backend is None:
         engine_kind = "GPU" if meta["device"] == "cuda" else "CPU"  # our Engine runs where the artifact was built for
         return {spec.name: _python(pb, "engine", spec.name, spec, images, spec.outputs(), engine_kind, instances,
                                    **{ARTIFACT: artifact})}
@@ -94,7 +98,7 @@ def model_configs(spec: ModelSpec, python_backend: bool = False, kind: str = "au
     raw, opt_raw = (TensorSpec(RAW, t.dtype, t.dims) for t in (net_out, opt_out))
     pre, net, post = f"{spec.name}-pre", f"{spec.name}-net", f"{spec.name}-post"
     sidecar = {SIDECAR: sidecar_path(artifact).name}
-    backend = {"platform": "tensorrt_plan"} if meta["backend"] == "tensorrt" else {"backend": "onnxruntime"}
+    backend = dict(network_backend)
     step = pb.ModelEnsembling.Step
     return {
         pre: _python(pb, "pre", pre, spec, images, [pixels], "CPU", instances, **sidecar),
@@ -182,21 +186,21 @@ def write_repository(paths, out, python_backend: bool = False, kind: str = "auto
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--engine", action="append", required=True, metavar="FILE",
                     help="an artifact of `mp-deploy build` (repeat for several)")
-    ap.add_argument("--out", required=True, help="output folder: models/ (the repository), README.md, Dockerfile, "
-                                                 "deployment.yaml")
+    cli.add_output(ap, "output folder: models/ (the repository), README.md, Dockerfile, deployment.yaml (required)",
+                   deprecated=("--out",))
     ap.add_argument("--python-backend", action="store_true",
                     help="every artifact as one Python-backend model running our Engine (no onnxruntime or TensorRT "
                          "backend needed: PyTriton's bundled tritonserver, `mp-deploy serve --repository`)")
     ap.add_argument("--instance-kind", choices=KINDS, default="auto",
                     help="where the onnxruntime/TensorRT network models run (auto: gpu); Python models run where "
                          "their artifact was built for")
-    ap.add_argument("--instances", type=int, default=1, help="instances of each model (default 1)")
+    ap.add_argument("--instances", type=cli.positive_int, default=1, help="instances of each model (default 1)")
     ap.add_argument("--force", action="store_true", help="replace --out if it exists")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.instances < 1:
-        raise UsageError(f"--instances must be at least 1, got {args.instances}")
-    write_repository(args.engine, args.out, args.python_backend, args.instance_kind, args.instances, args.force,
+    if args.output is None:
+        raise UsageError("--output DIR is required: the folder the repository is written to")
+    write_repository(args.engine, args.output, args.python_backend, args.instance_kind, args.instances, args.force,
                      log=lambda msg: print(msg, flush=True))
     return 0

@@ -1,35 +1,45 @@
-"""`mp-deploy serve`: artifacts on NVIDIA Triton Inference Server through PyTriton, on one machine.
+"""`mp-deploy serve`: artifacts on NVIDIA Triton Inference Server (the tritonserver nvidia-pytriton bundles), on one
+machine.
 
     mp-deploy serve --engine depth-nyu-tiny-fp32.onnx [--engine ...] [--http-port 8000 --grpc-port 8001 ...]
     mp-deploy serve --repository triton-repo/      # a model repository of Python-backend models (triton-repo)
 
 Each artifact is served as the model `<task>-<preset>`: uint8 images (N, H, W, 3) in, the task's outputs out (the
-arrays `Engine.run` returns), dynamic batching up to the artifact's max batch. Triton refuses a wrong dtype, shape
-or batch size itself (HTTP 400, from the model config); `Engine`'s checks run before inference. Every engine is
-warmed up before the server starts, so "ready" means ready. SIGTERM (or SIGINT) stops the server, removes
-PyTriton's workspace and exits 0. No artifact named: the bundled demo models (mp_deploy.serve.demo_artifacts).
+arrays `Engine.run` returns), dynamic batching up to the artifact's max batch. How:
 
-PyTriton pins numpy<2, so it lives in a venv of its own (the `serve` extra, README); only this module imports it.
+1. the artifacts become a model repository of Python-backend models running our Engine (mp-deploy triton-repo
+   --python-backend), each warmed up at every batch size dynamic batching can form;
+2. tritonserver loads every model before it opens its endpoints, on internal loopback ports
+   (mp_deploy.serve.tritonserver);
+3. then the front (mp_deploy.serve.front) opens the public HTTP and gRPC ports: the server is ready from its
+   first answer, and health never says ready while a model is not. The front checks every inference request
+   (shape, datatype, sizes, uint8 range) and refuses a bad one as a client error (HTTP 400 / gRPC
+   INVALID_ARGUMENT) naming the rule before tritonserver sees it; Engine's own checks inside the model are
+   client errors too (INVALID_ARG).
+
+SIGTERM (or SIGINT) closes the front, stops tritonserver, removes the temporary repository and exits 0. A busy
+port is named before anything starts. No artifact named: the bundled demo models (mp_deploy.serve.demo_artifacts).
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
+import threading
 import os
 import signal
 import socket
 import sys
-import sysconfig
-import threading
+import tempfile
 import time
 from pathlib import Path
-
-import numpy as np
+from urllib.error import URLError
+from urllib.request import urlopen
 
 from mp_deploy.errors import MpDeployError, UsageError
 from mp_deploy.serve.spec import ModelSpec, describe
 
 PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}  # Triton's defaults
-EXIT_TIMEOUT_S = 5  # tritonserver's wait for in-flight requests at shutdown (its default, 30 s, is too long)
+READY_TIMEOUT_S = 900  # model load and warm-up of every artifact (a full-size TensorRT load takes minutes)
 
 
 class ServeError(MpDeployError):
@@ -53,28 +63,6 @@ def check_ports(address: str, ports: dict[str, int]) -> None:
                                  f"another with --{what}-port") from None
 
 
-def use_this_libpython() -> None:
-    """Put this interpreter's library folder first on LD_LIBRARY_PATH (tritonserver inherits it): the Python
-    backend stub links libpython3.X, and the system's build fails at model load under a pyenv/venv Python
-    (`'_thread.RLock' object has no attribute '_recursion_count'`)."""
-    libdir = sysconfig.get_config_var("LIBDIR")
-    paths = [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(":") if p]
-    if libdir and paths[:1] != [libdir]:
-        os.environ["LD_LIBRARY_PATH"] = ":".join([libdir, *paths])
-
-
-def import_pytriton():
-    try:
-        import pytriton.triton  # noqa: F401
-    except ImportError as e:
-        raise UsageError(f"PyTriton is not installed in {sys.prefix} ({e}); it pins numpy<2, so give it a venv of "
-                         "its own: python -m venv .venv-serve && .venv-serve/bin/pip install -e '.[serve]' "
-                         "(README, Serving)") from None
-    import pytriton
-
-    return pytriton
-
-
 class StopSignals:
     """SIGTERM and SIGINT set an event instead of killing the process, so the server is stopped in order and its
     workspace removed (PyTriton itself only catches KeyboardInterrupt, and a background job ignores SIGINT)."""
@@ -91,83 +79,120 @@ class StopSignals:
             signal.signal(s, handler)
 
 
-# ------------------------------------------------------------------ models
-
-def load_engines(specs: list[ModelSpec], log=print) -> list:
-    """Load and warm up every engine at each batch size dynamic batching can form (opt height and width): no
-    request then pays for lazy initialisation or a new shape's allocations (ONNX Runtime plans memory per shape),
-    and the server's memory is at its working level when it reports ready."""
-    from mp_deploy.engine import Engine
-
-    engines = []
-    for spec in specs:
-        engine = Engine.load(spec.path)
-        h, w = spec.hw(1)
-        t0 = time.perf_counter()
-        for b in range(1, spec.max_batch + 1):
-            engine.run(np.zeros((b, h, w, 3), np.uint8))
-        log(f"{spec.name}: warmed up at batch 1..{spec.max_batch} in {time.perf_counter() - t0:.1f} s")
-        engines.append(engine)
-    return engines
-
-
-def infer_function(engine, spec: ModelSpec):
-    """The callable PyTriton runs on each dynamic batch: Engine.run (its input checks first), outputs as the
-    config's dtypes."""
-    from pytriton.decorators import batch
-
-    dtypes = {t.name: t.dtype for t in spec.outputs()}
-
-    @batch
-    def infer(images):
-        return {k: np.asarray(v.cpu(), dtype=dtypes[k]) for k, v in engine.run(images).items()}
-
-    return infer
-
-
-def bind(triton, spec: ModelSpec, engine) -> None:
-    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-
-    tensors = lambda ts: [Tensor(name=t.name, dtype=t.dtype, shape=t.dims) for t in ts]  # noqa: E731
-    triton.bind(model_name=spec.name, infer_func=infer_function(engine, spec), inputs=tensors(spec.inputs()),
-                outputs=tensors(spec.outputs()), strict=True,
-                config=ModelConfig(max_batch_size=spec.max_batch, batcher=DynamicBatcher()))
-
-
 # ------------------------------------------------------------------ the server
+
+def free_loopback_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def wait_ready(triton, models: list[str], timeout_s: float, stop) -> bool:
+    """Until the internal server's health and every model say ready (True), or `stop` is set (False); ServeError
+    if it exits or takes longer than timeout_s."""
+    base = f"http://127.0.0.1:{triton.ports['http']}"
+    deadline = time.monotonic() + timeout_s
+    while not stop.is_set():
+        if not triton.alive():
+            raise ServeError(f"tritonserver exited with {triton.process.returncode} while loading the models:\n"
+                             f"{triton.output()}")
+        try:
+            with urlopen(f"{base}/v2/health/ready", timeout=2) as answer:
+                ready = answer.status == 200
+            for name in models if ready else ():
+                with urlopen(f"{base}/v2/models/{name}/ready", timeout=2) as answer:
+                    ready = ready and answer.status == 200
+            if ready:
+                return True
+        except (URLError, OSError):
+            pass  # not listening yet, or a 400 while loading
+        if time.monotonic() > deadline:
+            raise ServeError(f"tritonserver was not ready after {timeout_s:.0f} s:\n{triton.output()}")
+        time.sleep(0.2)
+    return False
+
+
+class AsyncStop:
+    """The asyncio side of the threading.Event the signal handlers set."""
+
+    def __init__(self, event):
+        self.event = event
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+    async def wait(self) -> None:
+        while not self.event.is_set():
+            await asyncio.sleep(0.1)
+
+
+def rules_of(specs: list[ModelSpec], repository: Path | None) -> dict:
+    """model name -> InputRule: from the artifacts' contracts, or from a repository's configs."""
+    from mp_deploy.serve.requests import InputRule
+
+    rules = {spec.name: InputRule.of(spec) for spec in specs}
+    for name, config in repository_configs(repository).items():
+        image = config.input[0]
+        side = lambda d: (d, d) if d > 0 else (1, 1 << 16)  # noqa: E731 (a -1 side: bounded by the pixel cap)
+        rules[name] = InputRule(name, image.name, config.max_batch_size, side(image.dims[0]), side(image.dims[1]))
+    return rules
+
 
 def serve(specs: list[ModelSpec], address: str, ports: dict[str, int], repository: Path | None = None,
           log=print) -> None:
-    """Run Triton with `specs` bound (or `repository`'s models) until SIGTERM/SIGINT; return once it is stopped
-    and its workspace removed. ServeError if the server dies on its own."""
-    check_ports(address, ports)
-    import_pytriton()
-    from pytriton.triton import Triton, TritonConfig
+    """Run tritonserver with `specs` (or `repository`'s models) behind the front until SIGTERM/SIGINT; return once
+    both are stopped and the temporary files removed. ServeError if the server dies on its own."""
+    from mp_deploy.serve.front import Front, run_until
+    from mp_deploy.serve.repo import write_repository
+    from mp_deploy.serve.tritonserver import TritonServer, find_bundle
 
-    engines = load_engines(specs, log)
-    use_this_libpython()
-    config = TritonConfig(http_address=address, grpc_address=address, metrics_address=address,
-                          http_port=ports["http"], grpc_port=ports["grpc"], metrics_port=ports["metrics"],
-                          exit_timeout_secs=EXIT_TIMEOUT_S, strict_readiness=True,
-                          model_repository=repository.resolve() if repository else None)
-    with StopSignals() as stop:
-        triton = Triton(config=config)
+    check_ports(address, ports)
+    find_bundle()  # UsageError before anything starts when nvidia-pytriton is missing
+    rules = rules_of(specs, repository)
+    with tempfile.TemporaryDirectory(prefix="mp-deploy-serve-") as work, StopSignals() as stop:
+        work = Path(work)
+        if repository is None:
+            repository = write_repository([s.path for s in specs], work / "repo", python_backend=True,
+                                          log=lambda msg: None) / "models"
+        http, grpc_port = free_loopback_ports(2)
+        triton = TritonServer(repository, {"http": http, "grpc": grpc_port}, (address, ports["metrics"]), work)
         try:
-            for spec, engine in zip(specs, engines):
-                bind(triton, spec, engine)
-            triton.run()  # starts tritonserver and waits until every model is loaded
-            for spec in specs:
-                log(f"model {spec.name}: {spec.path.name}, uint8 images (N, H, W, 3), N <= {spec.max_batch}")
-            for name in repository_models(repository):
-                log(f"model {name}: from {repository}")
+            triton.start()
+            if not wait_ready(triton, sorted(rules), READY_TIMEOUT_S, stop):
+                log("stopped before the models were ready")
+                return
+            for name, rule in sorted(rules.items()):
+                log(f"model {name}: uint8 images {rule.dims()} (loaded and warmed up at batch 1..{rule.max_batch})")
+            front = Front({"http": http, "grpc": grpc_port}, ports, address, rules, triton.key)
             log(f"ready: http://{address}:{ports['http']} (health /v2/health/ready), grpc {address}:{ports['grpc']}, "
                 f"metrics http://{address}:{ports['metrics']}/metrics; SIGTERM or Ctrl-C stops it")
-            while not stop.wait(1.0):
-                if not triton.is_alive():
-                    raise ServeError("tritonserver stopped on its own (see its log above)")
+            how = asyncio.run(run_until(front, AsyncStop(stop), triton.alive))
+            if how == "died":
+                raise ServeError(f"tritonserver stopped on its own (exit {triton.process.poll()}):\n"
+                                 f"{triton.output()}")
         finally:
-            triton.stop()  # stops tritonserver and the proxies, removes the workspace
+            triton.stop()
     log("stopped")
+
+
+def repository_configs(repository: Path | None) -> dict:
+    """name -> ModelConfig of the models clients call in a repository (ensemble steps left out)."""
+    if repository is None:
+        return {}
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    configs, steps = {}, set()
+    for path in sorted(Path(repository).glob("*/config.pbtxt")):
+        config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+        configs[path.parent.name] = config
+        steps |= {step.model_name for step in config.ensemble_scheduling.step}
+    return {name: c for name, c in configs.items() if name not in steps}
 
 
 def repository_models(repository: Path | None) -> list[str]:

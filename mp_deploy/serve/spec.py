@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mp_deploy import tasks
 from mp_deploy.artifacts import read_sidecar
 from mp_deploy.errors import UsageError
 
@@ -48,14 +49,10 @@ class ModelSpec:
         return [TensorSpec(INPUT, np.uint8, (h, w, 3))]
 
     def outputs(self, at: int | None = None) -> list[TensorSpec]:
-        """What Engine.run returns, per image."""
-        raw = self.network(at)[1]
-        task, (c, h, w) = self.meta["task"], raw.dims
-        if task == "depth":
-            return [TensorSpec("depth", np.float32, raw.dims)]
-        if task == "seg":
-            return [TensorSpec("logits", np.float32, raw.dims), TensorSpec("labels", np.int64, (h, w))]
-        return [TensorSpec("heatmaps", np.float32, raw.dims), TensorSpec("keypoints", np.float32, (c, 3))]
+        """What Engine.run returns, per image (the task's Task.served_outputs)."""
+        c, h, w = self.network(at)[1].dims
+        return [TensorSpec(name, dtype, tuple(dims))
+                for name, dtype, dims in tasks.get(self.meta["task"]).served_outputs(c, h, w)]
 
     def network(self, at: int | None = None) -> tuple[TensorSpec, TensorSpec]:
         """The artifact's own input and output (the contract's names and dtypes): normalised NCHW pixels in, the
@@ -63,7 +60,7 @@ class ModelSpec:
         shapes, inp, out = self.meta["shapes"], self.meta["input"], self.meta["output"]
         h, w = (_side(shapes[k], at) for k in ("height", "width"))
         oh, ow = (_side(shapes[k], at, out["stride"]) for k in ("height", "width"))
-        channels = {"depth": 1, "seg": out.get("num_classes"), "pose": out.get("num_keypoints")}[self.meta["task"]]
+        channels = tasks.get(self.meta["task"]).output_channels(out)
         return (TensorSpec(inp["name"], np.dtype(inp["dtype"]).type, (3, h, w)),
                 TensorSpec(out["name"], np.dtype(out["dtype"]).type, (channels, oh, ow)))
 

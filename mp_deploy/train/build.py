@@ -4,33 +4,27 @@ from __future__ import annotations
 
 import logging
 
-from mp_deploy.configs import get_preset
-from mp_deploy.data import build_dataset
-from mp_deploy.data.pose import TopDown
+from mp_deploy import tasks
+from mp_deploy.data.sources import build_dataset
 from mp_deploy.errors import UsageError
-from mp_deploy.models import MetaPromptsModel, build_model
+from mp_deploy.models import MetaPromptsModel
+from mp_deploy.tasks import build_model, get_preset
 from mp_deploy.train.recipes import Recipe
 
 log = logging.getLogger("mp_deploy.train")
 
 
 def data_options(recipe: Recipe, train: bool) -> dict:
-    """Options of build_dataset for this recipe's source: the recipe's crop (default the preset window) is the
-    training crop (depth), the render size of both splits (synthetic) and the person crop (pose)."""
-    task, crop = get_preset(recipe.preset).task, recipe.crop
-    if recipe.data == "synthetic":
-        return {"input_size": crop} if task == "pose" else {"size": crop}
-    if recipe.data in ("nyu", "kitti") or (recipe.data == "folder" and task == "depth" and train):
-        return {"crop": crop}
-    if recipe.data == "coco":
-        return {"cfg": TopDown(input_size=crop)}
-    return {}
+    """Options of build_dataset for this recipe's source (its task's Task.data_options): the recipe's crop (default
+    the preset window) is the training crop (depth), the render size of both splits (synthetic) and the person
+    crop (pose)."""
+    return tasks.get(get_preset(recipe.preset).task).data_options(recipe.data, recipe.crop, train)
 
 
 def dataset(recipe: Recipe, root, split: str, train: bool):
     """The split as training data (augmented) or as evaluation data (as stored), whatever its name."""
     options = data_options(recipe, train) | {"augment": train}
-    if train and recipe.data != "synthetic":  # synthetic splits keep their own seeds (disjoint scenes)
+    if train and recipe.data not in ("synthetic", "unseen"):  # rendered splits keep their own seeds (disjoint)
         options["seed"] = recipe.seed
     return build_dataset(recipe.data, split, task=recipe.task, root=root, **options)
 

@@ -16,12 +16,14 @@ from dataclasses import fields
 from pathlib import Path
 
 from mp_deploy import cli
-from mp_deploy.configs import DEFAULT_PRESET, PRESETS
+from mp_deploy import tasks
+from mp_deploy.tasks import PRESETS
 from mp_deploy.errors import UsageError
 from mp_deploy.train.recipes import Recipe, cli_fields, get_recipe, recipe_from_dict
 
 # recipe fields whose flag is one of cli.py's shared ones
 SHARED = {"model_size"}
+SHARED_FLAGS = {"--precision": lambda group, help: cli.add_precision(group, None, help)}
 
 
 def add_recipe_flags(ap: argparse.ArgumentParser) -> None:
@@ -33,8 +35,12 @@ def add_recipe_flags(ap: argparse.ArgumentParser) -> None:
         flag, help = "--" + f.name.replace("_", "-"), f.metadata["help"]
         if f.type == "bool":
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help)
+        elif flag in SHARED_FLAGS:  # a flag other commands have too: its shared type (check_recipe checks the value)
+            SHARED_FLAGS[flag](group, help)
         else:
-            kind = {"int": int, "float": float, "str": str}[f.type]
+            minimum = f.metadata.get("minimum")
+            kind = {"int": {1: cli.positive_int, 0: cli.nonnegative_int}.get(minimum, int), "float": float,
+                    "str": str}[f.type]
             group.add_argument(flag, type=kind, default=None, choices=f.metadata.get("choices"), help=help)
     cli.add_model_size(group, "backbone size (sd15: the official models; tiny: tests and the demos)")
 
@@ -80,7 +86,7 @@ def resolve(args: argparse.Namespace) -> tuple[Recipe, dict]:
         return recipe, start
     if args.task is None and args.preset is None:
         raise UsageError("give --task (and --preset), or --resume for an existing run")
-    preset = args.preset or DEFAULT_PRESET[args.task]
+    preset = args.preset or tasks.get(args.task).default_preset
     if args.task is not None and PRESETS[preset].task != args.task:
         raise UsageError(f"preset {preset!r} is for task {PRESETS[preset].task!r}, not {args.task!r}")
     return get_recipe(preset, **overrides), {"data_root": args.data_root, "sd_weights": args.sd_weights,

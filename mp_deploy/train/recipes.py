@@ -15,16 +15,14 @@ import dataclasses
 import math
 from dataclasses import dataclass, field, fields, replace
 
-from mp_deploy.configs import PRESETS, SIZES, get_preset
+from mp_deploy import tasks
+from mp_deploy.configs import SIZES
 from mp_deploy.errors import UsageError
+from mp_deploy.tasks import PRESETS, get_preset
 
 SCHEDULES = ("rise-fall", "poly")
 PRECISIONS = ("fp32", "bf16")
 INITS = ("sd-weights", "scratch")
-# the metric that picks best.safetensors, and whether larger is better
-BEST_METRICS = {"depth": {"rmse": False, "abs_rel": False, "d1": True, "silog": False},
-                "seg": {"mIoU": True, "aAcc": True, "mAcc": True},
-                "pose": {"AP": True, "PCK": True}}
 
 
 def _f(default, help: str, **kw):
@@ -192,8 +190,9 @@ def check_recipe(r: Recipe) -> None:
         bad("power", "must be positive")
     if not 0 < r.warmup_ratio <= 1:
         bad("warmup_ratio", "must be in (0, 1]")
-    if r.best_metric not in BEST_METRICS[r.task]:
-        bad("best_metric", f"must be one of {', '.join(BEST_METRICS[r.task])} for {r.task}")
+    metrics = tasks.get(r.task).metrics  # the metrics that may pick best.safetensors
+    if r.best_metric not in metrics:
+        bad("best_metric", f"must be one of {', '.join(metrics)} for {r.task}")
 
 
 def recipe_to_dict(r: Recipe) -> dict:

@@ -27,21 +27,20 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from mp_deploy import tasks
 from mp_deploy.checkpoints import save_checkpoint
-from mp_deploy.configs import get_preset
-from mp_deploy.data import SkipTally, collate
+from mp_deploy.data.base import SkipTally, collate
 from mp_deploy.errors import MpDeployError, UsageError
+from mp_deploy.evaluation import eval_mode, evaluate, ignore_sigterm, model_run
+from mp_deploy.tasks import get_preset
 from mp_deploy.train import build, dist, state
-from mp_deploy.train.losses import heatmap_mse, seg_loss, silog
 from mp_deploy.train.logs import RunLog
 from mp_deploy.train.optim import build_optimizer, lr_at, set_lr
-from mp_deploy.train.recipes import BEST_METRICS, Recipe, recipe_to_dict
-from mp_deploy.train.validate import HEADLINE, evaluate, eval_mode, ignore_sigterm, model_run
+from mp_deploy.train.recipes import Recipe, recipe_to_dict
 from mp_deploy.util import atomic_write
 
 log = logging.getLogger("mp_deploy.train")
 
-TARGETS = {"depth": ("depth", None), "seg": ("labels", None), "pose": ("heatmaps", "keypoint_weight")}
 MAX_BAD_STEPS = 20  # consecutive steps with a non-finite loss after which the run is taken to have diverged
 
 
@@ -63,24 +62,18 @@ class TrainSpec:
 
 
 class TaskLoss(nn.Module):
-    """The model and its task loss as one module, so that DDP wraps the whole training forward. Returns the
-    loss and its parts (seg: ce, lovasz, aux_ce), computed in fp32."""
+    """The model and its task loss (the task's Task.loss) as one module, so that DDP wraps the whole training
+    forward. Returns the loss and its parts (seg: ce, lovasz, aux_ce), computed in fp32."""
 
     def __init__(self, model: nn.Module, precision: str):
         super().__init__()
         self.model, self.precision = model, precision
+        self.task = tasks.get(model.task)
 
     def forward(self, images: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> dict:
         with torch.autocast(images.device.type, torch.bfloat16, enabled=self.precision == "bf16"):
             s = self.model.run_stages({"images": images})
-        out = s["output"].float()
-        task = self.model.task
-        if task == "depth":
-            return {"loss": silog(out, target)}
-        if task == "seg":
-            aux = s.get("aux_output")
-            return seg_loss(out, aux.float() if aux is not None else None, target)
-        return {"loss": heatmap_mse(out, target, weight)}
+        return self.task.loss(s, target, weight)
 
 
 def train(spec: TrainSpec) -> dict:
@@ -187,7 +180,8 @@ class Trainer:
         r = self.r
         lr = lr_at(self.step + 1, r, self.total, self.rise)
         set_lr(self.optimizer, lr)
-        key, weight_key = TARGETS[self.model.task]
+        task = tasks.get(self.model.task)
+        key, weight_key = task.target, task.target_weight
         parts: dict[str, torch.Tensor] = {}
         for i in range(r.accumulate):
             batch = next(batches)
@@ -233,14 +227,14 @@ class Trainer:
         numbers = {k: v for k, v in result.items() if isinstance(v, (int, float))}
         self.log.write("eval", self.step, numbers)
         value = result[r.best_metric]
-        higher = BEST_METRICS[self.model.task][r.best_metric]
+        higher = tasks.get(self.model.task).metrics[r.best_metric]
         last = self.best["value"] if self.best else None
         if math.isfinite(value) and (last is None or (value > last if higher else value < last)):
             self.best = {"metric": r.best_metric, "value": value, "step": self.step}
             save_checkpoint(self.model, self.run_dir / "best.safetensors")
             text = json.dumps({"step": self.step, "metric": r.best_metric, "metrics": numbers}, indent=1) + "\n"
             atomic_write(self.run_dir / "best.json", lambda tmp: Path(tmp).write_text(text))
-        shown = ", ".join(f"{k} {result[k]:.4f}" for k in HEADLINE[self.model.task])
+        shown = ", ".join(f"{k} {result[k]:.4f}" for k in tasks.get(self.model.task).headline)
         tqdm.write(f"step {self.step}: {shown}; best {r.best_metric} {self.best['value']:.4f} at step "
                    f"{self.best['step']}" if self.best else f"step {self.step}: {shown}")
 

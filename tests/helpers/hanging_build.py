@@ -4,11 +4,11 @@ import sys
 import time
 
 from mp_deploy import cli
-from mp_deploy.export import onnx_export
+from mp_deploy.backends import onnx as onnx_backend
 from mp_deploy.util import atomic_write
 
 
-def hang(network, path, flavour="standard", contract=None):
+def hang(network, path, contract=None, **kw):
     def write(tmp):
         with open(tmp, "wb") as f:
             f.write(b"half")
@@ -17,5 +17,5 @@ def hang(network, path, flavour="standard", contract=None):
     atomic_write(path, write)
 
 
-onnx_export.export_onnx = hang
-sys.exit(cli.main(["build", "--task", "pose", "--backend", "onnx", "--out-dir", sys.argv[1]]))
+onnx_backend.export_onnx = hang
+sys.exit(cli.main(["build", "--task", "pose", "--backend", "onnx", "--output", sys.argv[1]]))

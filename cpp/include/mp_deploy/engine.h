@@ -69,7 +69,7 @@ struct Keypoint {
 };
 
 struct Result {
-  std::string task;           // depth | seg | pose
+  std::string task;           // the sidecar's task: depth | seg | pose
   Tensor raw;                 // the network's output (B, C, h, w), float32, exactly as the backend returned it
   int width = 0, height = 0;  // of the input image; the fields below are at this size
   std::vector<float> depth;       // depth: metres, height * width
@@ -114,5 +114,21 @@ class Engine {
 
 // Compiled-in backends, e.g. {"aoti", "tensorrt"}.
 std::vector<std::string> available_backends();
+
+// The files mp_infer writes for a result ("" = not written): --output (the task's picture), --raw (depth: the
+// 16-bit PNG; seg: the label PNG), --npy (the raw output).
+struct OutputPaths {
+  std::string output, raw, npy;
+  bool colormap = false;  // depth preview in viridis (else grayscale)
+};
+// mp::Error, before anything runs, for outputs the artifact's task cannot write (pose has no --raw).
+void check_outputs(const Sidecar& sidecar, const OutputPaths& paths);
+// The task's files for a result, each opened as an OutputFile and appended to `files`; commit_all publishes them.
+void write_outputs(const Result& result, const Image& image, const Sidecar& sidecar, const OutputPaths& paths,
+                   std::vector<OutputFile>* files);
+
+// Heatmaps (k, h, w) of a whole network input of input_h x input_w -> keypoints in input pixels, decoded as
+// mp_deploy.tasks.pose.decode_heatmaps does (mmpose: argmax, a quarter pixel towards the higher neighbour).
+std::vector<Keypoint> decode_heatmaps(const float* heatmaps, int k, int h, int w, int input_h, int input_w);
 
 }  // namespace mp

@@ -1,24 +1,25 @@
 """Latency of one task network per backend, per stage and end to end (`mp-deploy bench`).
 
     mp-deploy bench --task depth --batches 1,8 --height 480 --width 480 \
-        --backends eager-fp32,eager-fp16,cudagraph-fp16,compile,aoti,tensorrt,onnxruntime
+        --backends eager-fp32,eager-fp16,cudagraph-fp16,compile,aoti,tensorrt,onnx
 
-    from mp_deploy.latency import BenchSpec, bench
+    from mp_deploy.bench import BenchSpec, bench
     result = bench(BenchSpec(task="depth", batches=[1], backends=["eager-fp32"]))
 
-Backends: eager-fp32 (TF32 off), eager-fp16 (fp16 copy, fp32 norms), cudagraph-fp16 (that model captured with
+Rows: eager-fp32 (TF32 off), eager-fp16 (fp16 copy, fp32 norms), cudagraph-fp16 (that model captured with
 torch.cuda.CUDAGraph for a static input), compile (torch.compile of the fp16 model, default mode, dynamic=False),
-aoti / tensorrt / onnxruntime (.pt2 / .engine / .onnx artifacts of `mp-deploy build` through Engine).
-eager-fp16 and cudagraph-fp16 also run with the Triton kernels on (`-kernels`) when CUDA and Triton are
-present. NAME@1+4 runs a backend at those batch sizes only. Missing backends are listed as skipped, with why.
-On CPU the fp16 backends are skipped and compile / artifacts are fp32; speed-ups are over eager-fp16
-(CUDA) or eager-fp32 (CPU), measured in the same run.
+and every registered backend by its name (mp_deploy.backends: onnx, aoti, tensorrt, ...: artifacts of
+`mp-deploy build` through Engine). eager-fp16 and cudagraph-fp16 also run with the Triton kernels on
+(`-kernels`) when CUDA and Triton are present. NAME@1+4 runs a backend at those batch sizes only. Missing
+backends are listed as skipped, with why. On CPU the fp16 backends are skipped and compile / artifacts are fp32;
+speed-ups are over eager-fp16 (CUDA) or eager-fp32 (CPU), measured in the same run.
 
 Eager and CUDA-graph rows are per stage (the model's own stages: `model.stages()`, timed through its hook) and
 end to end; the others end to end only. Times: median and 20th / 80th percentile of --runs runs after --warmup
 (mp_deploy.timing). FLOPs (matmul/conv/attention, torch.utils.flop_counter on a meta copy of the model) give
-TFLOP/s and % of a matmul ceiling measured in the same run. Writes a table, and
-<out-dir>/<device>-<date>.json / .csv / .png.
+TFLOP/s and % of a matmul ceiling measured in the same run. Prints a table; `--output DIR` also writes the rows
+as DIR/bench.json and .csv. benchmarks/latency.py is the harness that keeps results (benchmarks/results/
+<device>-<date>.json / .csv / .png).
 """
 from __future__ import annotations
 
@@ -33,19 +34,24 @@ from typing import Callable
 
 import torch
 
-from mp_deploy import cli, ops
+from mp_deploy import backends, cli, ops, tasks
 from mp_deploy.artifacts import ArtifactError, read_sidecar, runtime_versions
-from mp_deploy.configs import DEFAULT_PRESET, PRESETS
 from mp_deploy.engine import Engine
 from mp_deploy.errors import UsageError
-from mp_deploy.export.networks import to_precision
-from mp_deploy.models import SEEDED_RULE, build_model, seeded_model
+from mp_deploy.models import SEEDED_RULE
+from mp_deploy.precision import to_precision
+from mp_deploy.tasks import build_model, seeded_model
 from mp_deploy.timing import MemProbe, copy_ceiling, matmul_ceiling, summarize, time_runs, write_results
-from mp_deploy.util import device_name, rel_l2, slug, tf32_off
+from mp_deploy.util import device_name, rel_l2, tf32_off
 
-BACKENDS = ["eager-fp32", "eager-fp16", "eager-fp16-kernels", "cudagraph-fp16", "cudagraph-fp16-kernels",
-            "compile", "aoti", "tensorrt", "onnxruntime"]
-ARTIFACT = {"aoti": (".pt2", "aoti"), "tensorrt": (".engine", "tensorrt"), "onnxruntime": (".onnx", "onnx")}
+EAGER_ROWS = ["eager-fp32", "eager-fp16", "eager-fp16-kernels", "cudagraph-fp16", "cudagraph-fp16-kernels",
+              "compile"]
+ALIASES = {"onnxruntime": "onnx"}  # old row names, one release
+
+
+def row_names() -> list[str]:
+    """Every row bench can time: the eager modes, then each registered backend."""
+    return EAGER_ROWS + list(backends.names())
 CSV_FIELDS = ["device", "task", "preset", "model_size", "backend", "batch", "height", "width", "precision", "stage",
               "median_ms", "p20_ms", "p80_ms", "gflop", "tflops", "pct_ceiling", "speedup", "peak_mb", "delta_mb",
               "setup_s", "rel_l2", "status", "note"]
@@ -65,7 +71,7 @@ class Skip(Exception):
 class BenchSpec:
     task: str = "depth"
     preset: str | None = None  # default: the task's
-    backends: list[str] = field(default_factory=lambda: list(BACKENDS))  # NAME or NAME@1+8
+    backends: list[str] = field(default_factory=row_names)  # NAME or NAME@1+8
     batches: list[int] = field(default_factory=lambda: [1])
     height: int | None = None  # default: the preset window
     width: int | None = None
@@ -74,10 +80,10 @@ class BenchSpec:
     warmup: int | None = None  # default 3 on CUDA, 1 on CPU
     runs: int | None = None  # default 20 on CUDA, 5 on CPU
     artifacts: str = "artifacts"  # where `mp-deploy build` artifacts are
-    build: bool = False  # build missing aoti / onnxruntime artifacts there
+    build: bool = False  # build missing artifacts there
     kernel_variants: bool = True  # add the -kernels variants on CUDA
     threads: int | None = None  # CPU threads for torch
-    out_dir: str = "benchmarks/results"
+    output: str | None = None  # a folder for bench.json / bench.csv (None: the table only)
 
     def resolve(self) -> "BenchSpec":
         """Defaults filled in, every value checked (UsageError)."""
@@ -85,10 +91,10 @@ class BenchSpec:
             raise UsageError("--device cuda: no CUDA device here")
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
         cuda = device == "cuda"
-        preset = self.preset or DEFAULT_PRESET.get(self.task)
-        if preset not in PRESETS or PRESETS[preset].task != self.task:
+        preset = self.preset or tasks.get(self.task).default_preset
+        if preset not in tasks.PRESETS or tasks.PRESETS[preset].task != self.task:
             raise UsageError(f"preset {preset!r} is not a {self.task} preset")
-        window = PRESETS[preset].window
+        window = tasks.PRESETS[preset].window
         r = BenchSpec(**{**self.__dict__, "device": device, "preset": preset,
                          "model_size": self.model_size or ("sd15" if cuda else "tiny"),
                          "warmup": self.warmup if self.warmup is not None else (3 if cuda else 1),
@@ -286,20 +292,21 @@ def compile_backend(bench: Bench, name: str, batches: list[int]):
 def find_artifact(bench: Bench, backend: str, batches, h: int, w: int):
     """-> (path, meta) of the artifact in the artifacts folder covering the most requested batches, or Skip."""
     s = bench.spec
-    suffix, kind = ARTIFACT[backend]
+    suffix = backends.get(backend).suffix
     precision = "fp16" if bench.cuda else "fp32"
     want = f"{s.task}/{s.preset}/{s.model_size}/{precision}"
     best, problems = None, []
     for path in sorted(p for p in Path(s.artifacts).glob(f"*{suffix}") if not p.name.startswith(".")):
-        if path.name.endswith(".trt.onnx"):
-            continue  # the TensorRT-plugin flavour: ONNX Runtime cannot run it
+        if backends.is_intermediate(path):
+            continue  # an input of a later build step (TensorRT's parser ONNX): nothing runs it
         try:
             meta = read_sidecar(path)
         except ArtifactError as e:
             problems.append(str(e))
             continue
         got = f"{meta['task']}/{meta['preset']['name']}/{meta['size']}/{meta['precision']}"
-        if meta["backend"] != kind or got != want or (backend == "aoti" and meta["device"] != bench.device):
+        if meta["backend"] != backend or got != want or \
+                meta["device"] != backends.get(backend).artifact_device(bench.device):
             continue
         shapes = meta["shapes"]
         if not (takes(shapes["height"], h, shapes.get("multiple_of", 64))
@@ -311,7 +318,7 @@ def find_artifact(bench: Bench, backend: str, batches, h: int, w: int):
         if covered and (best is None or len(covered) > best[2]):
             best = (path, meta, len(covered))
     if best is None:
-        hint = "--build builds it here" if backend != "tensorrt" else "mp-deploy build --backend tensorrt"
+        hint = f"--build builds it here (mp-deploy build --backend {backend})"
         detail = f" ({'; '.join(problems)})" if problems else ""
         raise Skip(f"no {suffix} for {want} at {h}x{w}, batch {','.join(map(str, batches))} in {s.artifacts}/"
                    f"{detail}; {hint}")
@@ -329,9 +336,9 @@ def build_artifact(bench: Bench, backend: str, batches, h: int, w: int) -> str:
 
     s = bench.spec
     lo, hi = min(batches), max(batches)
-    spec = BuildSpec(task=s.task, preset=s.preset, model_size=s.model_size, backend=ARTIFACT[backend][1],
+    spec = BuildSpec(task=s.task, preset=s.preset, model_size=s.model_size, backend=backend,
                      precision="fp16" if bench.cuda else "fp32", device=bench.device,
-                     batch=(lo, lo, hi), height=(h, h, h), width=(w, w, w), out_dir=s.artifacts, runs=1)
+                     batch=(lo, lo, hi), height=(h, h, h), width=(w, w, w), output=s.artifacts, runs=1)
     log(f"building: {spec}")
     t0 = time.perf_counter()
     with tf32_off():  # build turns TF32 off for its fp32 reference; the flags come back afterwards
@@ -342,25 +349,15 @@ def build_artifact(bench: Bench, backend: str, batches, h: int, w: int) -> str:
 
 def artifact_backend(bench: Bench, name: str, batches: list[int]):
     s = bench.spec
-    if name == "tensorrt":
-        from mp_deploy.export import tensorrt_build
-
-        ok, reason = tensorrt_build.available()
-        if not ok:
-            raise Skip(reason)
-    if name == "onnxruntime":
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise Skip("onnxruntime is not installed") from None
-        if bench.cuda and "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise Skip("onnxruntime has no CUDAExecutionProvider here (pip install onnxruntime-gpu); "
-                       "its CPU provider on a CUDA run would not be comparable")
+    backend = backends.get(name)
+    ok, reason = backend.runs_on(bench.device)
+    if not ok:
+        raise Skip(reason)
     note = ""
     try:
         path, meta = find_artifact(bench, name, batches, s.height, s.width)
     except Skip:
-        if not s.build or name == "tensorrt":
+        if not s.build or not backend.available(bench.device)[0]:
             raise
         note = build_artifact(bench, name, batches, s.height, s.width)
         path, meta = find_artifact(bench, name, batches, s.height, s.width)
@@ -369,8 +366,7 @@ def artifact_backend(bench: Bench, name: str, batches: list[int]):
     load_s = time.perf_counter() - t0
     # built from the weights of our eager model?
     comparable = meta.get("source") == {"seeded": s.model_size, "seed": SEED, "rule": SEEDED_RULE}
-    if name == "onnxruntime":
-        note = "; ".join(filter(None, [note, "includes numpy input/output copies"]))
+    note = "; ".join(filter(None, [note, backend.bench_note]))
     shapes = meta["shapes"]
 
     def prepare(b, h, w):
@@ -383,10 +379,14 @@ def artifact_backend(bench: Bench, name: str, batches: list[int]):
     return prepare
 
 
-OPENERS = {"eager-fp32": eager_backend, "eager-fp16": eager_backend, "eager-fp16-kernels": eager_backend,
-           "cudagraph-fp16": cudagraph_backend, "cudagraph-fp16-kernels": cudagraph_backend,
-           "compile": compile_backend, "aoti": artifact_backend, "tensorrt": artifact_backend,
-           "onnxruntime": artifact_backend}
+EAGER_OPENERS = {"eager-fp32": eager_backend, "eager-fp16": eager_backend, "eager-fp16-kernels": eager_backend,
+                 "cudagraph-fp16": cudagraph_backend, "cudagraph-fp16-kernels": cudagraph_backend,
+                 "compile": compile_backend}
+
+
+def opener(name: str):
+    """The function that prepares row `name`: an eager mode's, or the artifact opener for a registered backend."""
+    return EAGER_OPENERS.get(name, artifact_backend)
 
 
 # ------------------------------------------------------------------ rows
@@ -468,57 +468,12 @@ def print_table(meta: dict, rows: list[dict], skipped: list[dict]) -> None:
         log(f"  {s['status']} {s['backend']}{'' if s['batch'] is None else ' batch ' + str(s['batch'])}: {s['note']}")
 
 
-def plot(meta: dict, rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ok = [r for r in rows if r["status"] == "ok"]
-    batches = sorted({r["batch"] for r in ok}) or [0]
-    stages = sorted({r["stage"] for r in ok if r["stage"].startswith(("vae", "unet_pass", "neck", "head"))},
-                    key=stage_rank)
-    colors = dict(zip(stages, plt.cm.tab10.colors))
-    backends = list(dict.fromkeys(r["backend"] for r in ok))
-    fig, axes = plt.subplots(1, len(batches), figsize=(max(6, 1.1 * len(backends)) * len(batches), 5),
-                             squeeze=False)
-    for ax, b in zip(axes[0], batches):
-        for i, backend in enumerate(backends):
-            mine = {r["stage"]: r["median_ms"] for r in ok if r["backend"] == backend and r["batch"] == b}
-            if "end_to_end" not in mine:
-                ax.text(i, 0, "not run", ha="center", va="bottom", rotation=90, fontsize=8, color="0.4")
-                continue
-            bottom = 0.0
-            for s in stages:
-                if s in mine:
-                    ax.bar(i, mine[s], 0.6, bottom=bottom, color=colors[s], label=s)
-                    bottom += mine[s]
-            rest = mine["end_to_end"] - bottom
-            if rest > 0:
-                ax.bar(i, rest, 0.6, bottom=bottom, color="0.6" if bottom == 0 else "0.85",
-                       hatch="" if bottom == 0 else "//",
-                       label="end to end only" if bottom == 0 else "end to end - sum of stage medians")
-            ax.text(i, mine["end_to_end"], f"{mine['end_to_end']:.1f}", ha="center", va="bottom", fontsize=8)
-        ax.set_xticks(range(len(backends)), backends, rotation=30, ha="right", fontsize=8)
-        ax.set_xlim(-0.7, len(backends) - 0.3)
-        ax.set_title(f"batch {b}, {meta['height']}x{meta['width']}")
-        ax.set_ylabel("median latency (ms)")
-        handles, labels = ax.get_legend_handles_labels()
-        uniq = dict(zip(labels, handles))
-        ax.legend(uniq.values(), uniq.keys(), fontsize=7, loc="upper right")
-    fig.suptitle(f"{meta['task']}/{meta['preset']} {meta['model_size']} on {meta['device']} "
-                 f"(torch {meta['versions']['torch']})", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def write_outputs(meta: dict, rows: list[dict], skipped: list[dict], out_dir: Path) -> Path:
+def write_rows(result: "BenchResult", folder) -> Path:
+    """The rows (and the run's description) as folder/bench.json and folder/bench.csv -> the stem."""
+    meta = result.meta
     key = {"device": meta["device"], "task": meta["task"], "preset": meta["preset"], "model_size": meta["model_size"]}
-    stem = write_results(Path(out_dir) / f"{slug(meta['device'])}-{meta['date'][:10]}", dict(meta, skipped=skipped),
-                         rows, CSV_FIELDS, key, csv_rows=rows + skipped)
-    plot(meta, rows, Path(f"{stem}.png"))
-    return stem
+    return write_results(Path(folder) / "bench", dict(meta, skipped=result.skipped), result.rows, CSV_FIELDS, key,
+                         csv_rows=result.rows + result.skipped)
 
 
 # ------------------------------------------------------------------ the run
@@ -528,8 +483,12 @@ def plan_backends(spec: BenchSpec) -> list[tuple[str, list[int]]]:
     plan = []
     for item in spec.backends:
         name, _, only = item.strip().partition("@")
-        if name not in BACKENDS:
-            raise UsageError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+        if name in ALIASES:
+            print(f"bench: row {name!r} is now called {ALIASES[name]!r} (the old name goes in the next release)",
+                  file=sys.stderr)
+            name = ALIASES[name]
+        if name not in row_names():
+            raise UsageError(f"unknown backend {name!r}; choose from {', '.join(row_names())}")
         try:
             batches = [int(b) for b in only.split("+")] if only else list(spec.batches)
         except ValueError:
@@ -556,7 +515,7 @@ def run_backend(bench: Bench, name: str, batches: list[int], rows: list, skipped
 
     t0 = time.perf_counter()
     try:
-        prepare = OPENERS[name](bench, name, batches)
+        prepare = opener(name)(bench, name, batches)
     except Skip as e:
         return skip(None, e)
     except Exception as e:  # noqa: BLE001  (a failing backend must not lose the others' rows)
@@ -586,8 +545,9 @@ def run_backend(bench: Bench, name: str, batches: list[int], rows: list, skipped
     log(f"{name}: done in {time.perf_counter() - t0:.1f} s")
 
 
-def bench(spec: BenchSpec) -> BenchResult:
-    """Time every planned backend; results are written after each backend (a time-out keeps what was measured)."""
+def bench(spec: BenchSpec, on_progress: Callable[[BenchResult], None] | None = None) -> BenchResult:
+    """Time every planned backend; `on_progress(result so far)` after each one (a harness writes its files there, so
+    that a time-out keeps what was measured)."""
     s = spec.resolve()
     cuda = s.device == "cuda"
     if s.threads:
@@ -614,17 +574,20 @@ def bench(spec: BenchSpec) -> BenchResult:
             "baseline": baseline, "ceilings": ceilings, "memory": "", "spec": {k: v for k, v in s.__dict__.items()}}
     order = {n: i for i, (n, _) in enumerate(plan)}
     rows, skipped = [], []
-    stem = None
+    result = BenchResult(meta, rows, skipped, None)
     for name, batches in plan:
         run_backend(b, name, batches, rows, skipped)
         rows.sort(key=lambda r: (r["batch"], order[r["backend"]], stage_rank(r["stage"])))
         finish_rows(rows, baseline, ceilings["matmul"]["tflops"])
         meta.update(memory=b.mem_source, flops={f"{k[0]}x{k[1]}x{k[2]}": v for k, v in b._flops.items()})
-        stem = write_outputs(meta, rows, skipped, Path(s.out_dir))
+        if on_progress is not None:
+            on_progress(result)
+    if s.output:
+        result.stem = write_rows(result, s.output)
     print_table(meta, rows, skipped)
-    log(f"wrote {stem}.json, .csv, .png: {len({r['backend'] for r in rows})} backend(s) timed, "
-        f"{len(skipped)} skipped")
-    return BenchResult(meta, rows, skipped, stem)
+    log(f"{len({r['backend'] for r in rows})} backend(s) timed, {len(skipped)} skipped"
+        + (f"; rows in {result.stem}.json and .csv" if result.stem else ""))
+    return result
 
 
 # ------------------------------------------------------------------ command line
@@ -632,28 +595,29 @@ def bench(spec: BenchSpec) -> BenchResult:
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     cli.add_task(ap, default="depth")
     cli.add_preset(ap)
-    ap.add_argument("--backends", default=",".join(BACKENDS),
-                    help="comma-separated; NAME@1+8 restricts a backend to those batches (default: all)")
+    ap.add_argument("--backends", default=",".join(row_names()),
+                    help="comma-separated rows: eager modes and backends; NAME@1+8 restricts one to those batches "
+                         "(default: all)")
     ap.add_argument("--batches", type=cli.int_list, default=[1], help="comma-separated batch sizes (default 1)")
-    ap.add_argument("--height", type=cli.positive_int, help="input height (default: the preset window)")
-    ap.add_argument("--width", type=cli.positive_int, help="input width (default: the preset window)")
+    cli.add_sizes(ap, "input height, one value (default: the preset window)")
     cli.add_model_size(ap, "default: sd15 on CUDA, tiny on CPU (seeded weights: speed does not depend on them)")
     cli.add_device(ap)
-    ap.add_argument("--warmup", type=int, help="untimed runs (default 3 on CUDA, 1 on CPU)")
+    ap.add_argument("--warmup", type=cli.nonnegative_int, help="untimed runs (default 3 on CUDA, 1 on CPU)")
     cli.add_runs(ap, None, "timed runs (default 20 on CUDA, 5 on CPU)")
     ap.add_argument("--artifacts", default="artifacts", help="where `mp-deploy build` artifacts are (default artifacts)")
-    ap.add_argument("--build", action="store_true", help="build missing aoti / onnxruntime artifacts there")
-    ap.add_argument("--no-kernels", action="store_true", help="do not add the -kernels variants automatically")
-    ap.add_argument("--threads", type=cli.positive_int, help="CPU threads for torch (default: torch's own choice)")
-    ap.add_argument("--out-dir", default=BenchSpec.out_dir, help="results folder (default benchmarks/results)")
+    ap.add_argument("--build", action="store_true", help="build missing artifacts there")
+    cli.add_kernels(ap, "on", "on: add the -kernels variants of the eager CUDA rows (default on)")
+    cli.add_threads(ap)
+    cli.add_output(ap, "also write the rows to DIR/bench.json and .csv", deprecated=("--out-dir",))
 
 
 def run(args: argparse.Namespace) -> int:
     result = bench(BenchSpec(task=args.task, preset=args.preset, backends=args.backends.split(","),
-                             batches=args.batches, height=args.height, width=args.width, model_size=args.model_size,
+                             batches=args.batches, height=cli.one_size(args.height, "--height"),
+                             width=cli.one_size(args.width, "--width"), model_size=args.model_size,
                              device=args.device, warmup=args.warmup, runs=args.runs, artifacts=args.artifacts,
-                             build=args.build, kernel_variants=not args.no_kernels, threads=args.threads,
-                             out_dir=args.out_dir))
+                             build=args.build, kernel_variants=args.kernels == "on", threads=args.threads or None,
+                             output=args.output))
     return 0 if result.rows else 1
 
 

@@ -1,6 +1,7 @@
-"""The network predict runs: an exported artifact (Engine.load), a checkpoint run eagerly (Engine.from_model),
-a Triton server (mp_deploy.client), or the bundled demo model when nothing is named; fitted to one window and
-batch range: `Network.run(batch)` takes float RGB (B, 3, h, w) in [0, 1] and returns the raw task output."""
+"""What predict runs its windows through: an exported artifact (Engine.load), a checkpoint run eagerly
+(Engine.from_model), a Triton server (mp_deploy.client), or the bundled demo model when nothing is named; fitted
+to one window and batch range: `Runner.run(batch)` takes float RGB (B, 3, h, w) in [0, 1] and returns the raw task
+output."""
 from __future__ import annotations
 
 import json
@@ -9,15 +10,13 @@ from pathlib import Path
 
 import torch
 
-from mp_deploy.artifacts import BACKEND_SUFFIX
-from mp_deploy.configs import DEFAULT_PRESET, OUTPUT_NAMES, get_preset, preset_from_dict
+from mp_deploy import backends, tasks
 from mp_deploy.engine import Engine, EngineFailure
 from mp_deploy.errors import UsageError
+from mp_deploy.tasks import get_preset, preset_from_dict
 from mp_deploy.util import sha256_file
 
-BACKENDS = ("auto", "eager", *BACKEND_SUFFIX)
 PRECISIONS = ("auto", "fp32", "fp16")
-ARTIFACT_PREFERENCE = ("tensorrt", "torch-tensorrt", "aoti", "onnx")  # --engine DIR --backend auto
 DEFAULT_BATCH = 8  # windows per engine call when the artifact allows it
 EAGER_MULTIPLE = 64  # the window sides an eager model takes (export's shape rule)
 
@@ -40,13 +39,18 @@ class Source:
     width: int | None = None
 
 
-class Network:
+def backend_choices() -> tuple[str, ...]:
+    """What predict's --backend takes: auto, eager (a checkpoint as it is), or a registered backend."""
+    return (backends.AUTO, backends.EAGER, *backends.names())
+
+
+class Runner:
     def __init__(self, source: Source):
         s = source
         if sum(bool(v) for v in (s.engine, s.checkpoint, s.server)) > 1:
             raise UsageError("give one of --engine, --checkpoint or --server")
         for name in ("backend", "precision"):
-            allowed = BACKENDS if name == "backend" else PRECISIONS
+            allowed = backend_choices() if name == "backend" else PRECISIONS
             if getattr(s, name) not in allowed:
                 raise UsageError(f"unknown {name} {getattr(s, name)!r}; choose one of {', '.join(allowed)}")
         if s.device == "cuda" and not torch.cuda.is_available():
@@ -68,7 +72,7 @@ class Network:
         path = pick_artifact(Path(s.engine), s.backend, s.task)
         self.engine = Engine.load(path, s.device)
         meta = self.engine.meta
-        if s.backend not in ("auto", meta["backend"]):
+        if s.backend not in (backends.AUTO, meta["backend"]):
             raise UsageError(f"{path} is a {meta['backend']} artifact, not {s.backend}")
         if s.precision not in ("auto", meta["precision"]):
             raise UsageError(f"{path} was built for {meta['precision']}; rebuild it for {s.precision}")
@@ -78,15 +82,15 @@ class Network:
 
     def _eager(self, s: Source) -> None:
         from mp_deploy.checkpoints import load_model
-        from mp_deploy.export.networks import to_precision
+        from mp_deploy.precision import to_precision
 
-        if s.backend not in ("auto", "eager"):
+        if s.backend not in (backends.AUTO, backends.EAGER):
             raise UsageError(f"--backend {s.backend} runs an exported artifact: give --engine FILE (build one with "
                              f"mp-deploy build --backend {s.backend})")
         path = Path(s.checkpoint) if s.checkpoint else demo_checkpoint(s.task)
         if not path.is_file():
             raise UsageError(f"checkpoint not found: {path}")
-        model = load_model(path, **({"preset": s.preset} if s.preset else {}))
+        model = load_model(path, preset=s.preset)
         device = s.device or ("cuda" if torch.cuda.is_available() else "cpu")
         precision = s.precision if s.precision != "auto" else ("fp16" if device == "cuda" else "fp32")
         model = to_precision(model, precision).to(device)
@@ -102,10 +106,10 @@ class Network:
             raise UsageError("--server: the Triton client (mp_deploy.client) is not in this install") from None
         if s.task is None:
             raise UsageError("--server needs --task (and --preset when it is not the task's default)")
-        self.task, self.preset = s.task, get_preset(s.preset or DEFAULT_PRESET[s.task])
+        self.task, self.preset = s.task, get_preset(s.preset or tasks.get(s.task).default_preset)
         self.name = s.server_model or f"{self.task}-{self.preset.name}"  # how mp-deploy serve names models
         self.identity = {"server": s.server, "model": self.name}
-        connection, output = Client(s.server), OUTPUT_NAMES[self.task]
+        connection, output = Client(s.server), tasks.get(self.task).output_name
         if not connection.ready(self.name):  # a run-wide failure, not one per input
             raise ServerError(f"--server {s.server}: not reachable or not ready, or it serves no model "
                               f"{self.name!r} (--server-model names it)")
@@ -173,28 +177,28 @@ def demo_checkpoint(task: str | None) -> Path:
 
 
 def pick_artifact(path: Path, backend: str, task: str | None) -> Path:
-    """`path` itself, or in a folder the artifact of `task` for `backend` (auto: the first of
-    ARTIFACT_PREFERENCE this machine runs; CUDA artifacts only with a GPU)."""
+    """`path` itself, or in a folder the artifact of `task` for `backend` (auto: the backend of lowest rank this
+    machine runs, mp_deploy.backends.gpu_preference; CUDA artifacts only with a GPU)."""
     if not path.is_dir():
         if not path.exists():
             raise UsageError(f"--engine {path}: no such file or folder")
         return path
-    suffixes = tuple(set(BACKEND_SUFFIX.values()))
+    preference = backends.gpu_preference()
     found = []
     for f in sorted(path.iterdir()):
         side = Path(f"{f}.json")
-        if not f.name.endswith(suffixes) or f.name.endswith(".trt.onnx") or not side.is_file():
-            continue  # .trt.onnx: TensorRT's parser input, which ONNX Runtime cannot run
+        if not f.name.endswith(backends.suffixes()) or backends.is_intermediate(f) or not side.is_file():
+            continue  # an intermediate: TensorRT's parser input, which nothing runs
         try:
             meta = json.loads(side.read_text())
         except (OSError, ValueError):
             continue
-        if task not in (None, meta.get("task")) or meta.get("backend") not in ARTIFACT_PREFERENCE:
+        if not isinstance(meta, dict) or task not in (None, meta.get("task")) or meta.get("backend") not in preference:
             continue
         if meta.get("device") == "cuda" and not torch.cuda.is_available():
             continue
-        if backend in ("auto", meta["backend"]):
-            found.append((ARTIFACT_PREFERENCE.index(meta["backend"]), f.name, f))
+        if backend in (backends.AUTO, meta["backend"]):
+            found.append((preference.index(meta["backend"]), f.name, f))
     if not found:
         what = f"{task or 'any'} task, backend {backend}"
         raise UsageError(f"--engine {path}: no artifact for {what} that runs here")

@@ -1,11 +1,11 @@
-"""torch-tensorrt route: the exported program compiled by `torch_tensorrt.dynamo`, saved as an AOTInductor `.pt2`.
+"""torch-tensorrt: the exported program compiled by `torch_tensorrt.dynamo`, saved as an AOTInductor `.pt2`.
 
 The same unrolled graph as the other backends, exported with the kernels on so that the fused ops stay single
 nodes; converters registered here turn each into our TensorRT AOT plugins (kernels/tensorrt_plugins.py), so
 the engines inside the package run the Triton kernels without Python. The package loads through
 `torch._inductor.aoti_load_package` once `torch_tensorrt` is imported (its runtime op executes the engines);
-C++ needs libtorchtrt_runtime linked as well. torch-tensorrt is optional: `available()` says whether it can
-run here.
+C++ needs libtorchtrt_runtime linked as well. The contract is the package's zip entry, as for aoti. torch-tensorrt
+is optional and not installable on the project's CI machines: untested there beyond what imports.
 """
 from __future__ import annotations
 
@@ -13,27 +13,30 @@ from pathlib import Path
 
 import torch
 
-import mp_deploy.kernels  # noqa: F401  (registers the kernel that ops.use_kernels switches on)
-from mp_deploy import ops
-from mp_deploy.artifacts import embed_contract_pt2
+from mp_deploy.backends.aoti import AOTIRunner, check_torch_version, embed_contract_pt2, read_contract_pt2
+from mp_deploy.backends.base import Backend, BuildOptions, Product
+from mp_deploy.backends.tensorrt import check_tensorrt_version
 from mp_deploy.errors import BuildError
-from mp_deploy.util import atomic_write
-
-try:
-    import torch_tensorrt
-except ImportError:
-    torch_tensorrt = None
 
 _converters_registered = False
 
 
+def torch_tensorrt_module():
+    try:
+        import torch_tensorrt
+    except ImportError:
+        return None
+    return torch_tensorrt
+
+
 def available() -> tuple[bool, str]:
     """(usable, reason)."""
-    if torch_tensorrt is None:
+    module = torch_tensorrt_module()
+    if module is None:
         return False, "the torch_tensorrt Python package is not installed"
     if not torch.cuda.is_available():
         return False, "no CUDA device"
-    return True, f"torch-tensorrt {torch_tensorrt.__version__}"
+    return True, f"torch-tensorrt {module.__version__}"
 
 
 def register_converters() -> None:
@@ -44,6 +47,7 @@ def register_converters() -> None:
     from torch_tensorrt.dynamo.conversion import dynamo_tensorrt_converter
     from torch_tensorrt.dynamo.conversion.converter_utils import get_trt_tensor
 
+    import mp_deploy.kernels  # noqa: F401  (registers torch.ops.mp_deploy.*)
     from mp_deploy.kernels import tensorrt_plugins
 
     def tensors(ctx, name, *values):
@@ -68,9 +72,14 @@ def register_converters() -> None:
 def build_package(network, path: Path, optimization_level: int = 3, contract: dict | None = None) -> None:
     """Compile `network` (TaskNetwork, CUDA) with torch_tensorrt.dynamo and save an AOTInductor .pt2 at `path`,
     with `contract` (the artifact's, mp_deploy.artifacts) embedded in it."""
+    import mp_deploy.kernels  # noqa: F401  (registers the kernel that ops.use_kernels switches on)
+    from mp_deploy import ops
+    from mp_deploy.util import atomic_write
+
+    torch_tensorrt = torch_tensorrt_module()
     if torch_tensorrt is None:
         raise BuildError("torch-tensorrt is not installed (pip install torch-tensorrt matching this torch, "
-                           "on a machine with a CUDA GPU)")
+                         "on a machine with a CUDA GPU)")
     register_converters()
     # as in the TensorRT-flavour ONNX: the neck's op becomes the plugin pair; the UNet's GroupNorms stay
     # TensorRT's own normalization layers
@@ -92,3 +101,36 @@ def build_package(network, path: Path, optimization_level: int = 3, contract: di
             embed_contract_pt2(tmp, contract)
 
     atomic_write(Path(path), write)
+
+
+class TorchTensorRTBackend(Backend):
+    name, label, suffix = "torch-tensorrt", "torch-tensorrt", ".pt2"
+    artifact_devices = ("cuda",)
+    gpu_rank = 1
+    gpu_only = True
+
+    def available(self, device):
+        if device != "cuda":
+            return False, "torch-tensorrt needs a CUDA device"
+        return available()
+
+    def products(self, stem, device):
+        return [Product(self.name, "-torch-trt.pt2", self.name, "cuda")]
+
+    def write(self, product: Product, network, path: Path, options: BuildOptions, contract: dict) -> list[str]:
+        build_package(network, path, optimization_level=options.opt_level, contract=contract)
+        return []
+
+    def read_contract(self, path):
+        return read_contract_pt2(path)
+
+    def check_machine(self, meta, artifact):
+        check_tensorrt_version(meta, artifact)
+        check_torch_version(meta, artifact)
+
+    def load(self, path, meta, device):
+        torch_tensorrt_module()  # its runtime op runs the engines inside the package
+        from mp_deploy.kernels.tensorrt_plugins import register_plugins
+
+        register_plugins()
+        return AOTIRunner(path, meta["device"])
