@@ -8,40 +8,53 @@
 
 Backends are the registry's (mp_deploy.backends): auto = the best available "primary" backend (TensorRT FP16
 when TensorRT imports and a GPU is present, else AOTInductor, CUDA when present, else CPU) and ONNX always; all =
-every backend available here. Every artifact is written atomically with a JSON sidecar, validated against eager
-fp32 on fresh random inputs, and listed in a closing table (size, parity error, median latency here). With no
-checkpoint it builds the bundled default model. Every argument, the checkpoint and the output folder are checked
-before any export work starts.
+every backend available here. A backend that converts another's artifact (OpenVINO reads the ONNX) gets that one
+built (or reused) first. Every artifact is written atomically with a JSON sidecar, validated against eager fp32 on
+fresh random inputs, timed here (CPU artifacts together, in interleaved rounds, so that a busy machine weighs on
+all alike; the median and this machine's name go into its sidecar: `--backend auto` on a CPU machine runs the
+fastest), and listed in a closing table (size, parity error, median latency here) that ends with what
+`--backend auto` would run from the output folder and why. With no checkpoint it builds the bundled
+default model. Every argument, the checkpoint and the output folder are checked before any export work starts.
+
+`--precision int8` (CPU): the fp32 artifact of each backend that can quantize (ONNX Runtime) is built or reused,
+then quantized, calibrated on the task's own images (export/calibration.py: the preset's training split, or
+`--calibration FOLDER`), and held to the int8 rule on held-out images (export.parity.INT8_RULE).
 """
 from __future__ import annotations
 
 import argparse
+import copy
+import datetime
 import json
 import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from mp_deploy import backends, cli, tasks
-from mp_deploy.artifacts import Sidecar, gpu_info, read_sidecar, write_sidecar
+from mp_deploy.artifacts import Sidecar, describe_io, gpu_info, read_sidecar, write_sidecar
 from mp_deploy.backends import BuildOptions, Product
+from mp_deploy.cpu_threads import cpu_threads
 from mp_deploy.engine import Engine
 from mp_deploy.errors import UsageError
 from mp_deploy.export.networks import ShapeRange, TaskNetwork
-from mp_deploy.export.parity import RULES, ParityError, measure_parity
+from mp_deploy.export.parity import INT8_RULE, RULES, ParityError, ParityRule, measure_int8_parity, measure_parity
+from mp_deploy.precision import QUANTIZED, network_precision
 from mp_deploy.tasks import get_preset
-from mp_deploy.timing import median_ms
-from mp_deploy.util import inside, sha256_file, tf32_off, writable_folder
+from mp_deploy.timing import median_ms, summarize
+from mp_deploy.util import device_name, inside, sha256_file, tf32_off, writable_folder
 
 TOLERANCE = {name: rule.rel_l2 for name, rule in RULES.items()}  # the plain measure (export.parity.RULES)
 PARITY_AGAINST = ("the task output against eager fp32 (TF32 off), worst of two fresh random inputs at the opt and "
                   "min shapes")
+INT8_AGAINST = ("the raw output against eager fp32 over held-out images of the task's data (never calibrated on), "
+                "and the task's headline metric of both there")
 DEFAULT_SEED = 0
-PRECISIONS = ("auto", "fp16", "fp32")
+PRECISIONS = ("auto", "fp16", "fp32", "int8")
 
 
 def backend_choices() -> tuple[str, ...]:
@@ -69,6 +82,10 @@ class BuildSpec:
     kernels: bool = False  # our Triton kernels inside CUDA AOTInductor packages
     opt_level: int = 3  # TensorRT builder optimization level (tensorrt, torch-tensorrt)
     runs: int = 5  # timed runs per artifact for the latency column
+    calibration: str | None = None  # int8: a folder of the task's images to calibrate on (default: the preset's
+    # training split where it can be rendered: the synthetic demo presets)
+    calibration_images: int = 64  # int8: at most this many calibration images (export/calibration.py)
+    held_out_images: int = 32  # int8: the held-out images its rule is measured on
     out_dir: str | None = None  # deprecated spelling of `output` (one release)
 
     def __post_init__(self):
@@ -91,6 +108,7 @@ class Artifact:
     status: str = "ok"  # ok, or "FAIL: <why>"
     notes: list = field(default_factory=list)
     centred_rel_l2: float = float("nan")  # the error relative to the output's own variation (export.parity)
+    precision: str = "fp32"
 
     @property
     def ok(self) -> bool:
@@ -137,6 +155,48 @@ class Plan:
     backends: list[str]
     shapes: ShapeRange
     out_dir: Path
+    preset: str = ""  # the model's preset (int8 calibrates on its data)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One file to write: `product` of `backend` at `precision`, made from the artifact of `source` (backend,
+    precision) when it converts or quantizes one."""
+
+    backend: str
+    product: Product
+    precision: str
+    source: tuple[str, str] | None = None
+
+    @property
+    def quantizes(self) -> bool:
+        return self.precision in QUANTIZED
+
+
+def plan_jobs(p: Plan) -> list[Job]:
+    """Every file the plan writes, each after the artifact it is made from (an int8 artifact after its backend's
+    fp32 one, an OpenVINO IR after the ONNX it reads), each once."""
+    jobs, done = [], set()
+
+    def add(name: str, precision: str):
+        if (name, precision) in done:
+            return
+        done.add((name, precision))
+        backend = backends.get(name)
+        if precision in QUANTIZED:
+            base = network_precision(precision)
+            add(name, base)
+            last = [q for q in backend.products("", p.device) if q.runnable][-1]
+            jobs.append(Job(name, replace(last, kind=precision), precision, (name, base)))
+            return
+        if backend.reads:
+            add(backend.reads, precision)
+        for product in backend.products("", p.device):
+            jobs.append(Job(name, product, precision, (backend.reads, precision) if backend.reads else None))
+
+    for name in p.backends:
+        add(name, p.precision)
+    return jobs
 
 
 def source_preset(spec: BuildSpec):
@@ -171,8 +231,12 @@ def plan(spec: BuildSpec) -> Plan:
         raise UsageError(f"unknown model size {spec.model_size!r}; choose one of {', '.join(sorted(SIZES))}")
     if spec.runs < 1:
         raise UsageError(f"runs must be at least 1, got {spec.runs}")
+    if spec.calibration_images < 1 or spec.held_out_images < 1:
+        raise UsageError("calibration_images and held_out_images must be at least 1")
     if spec.checkpoint and spec.sd_weights:
         raise UsageError("give --checkpoint or --sd-weights, not both")
+    if spec.calibration is not None and spec.precision not in QUANTIZED:
+        raise UsageError("--calibration is for --precision int8 (the images it is calibrated on)")
     for what, path in (("checkpoint", spec.checkpoint), ("SD weights", spec.sd_weights)):
         if path and not os.path.exists(path):
             raise UsageError(f"{what} not found: {path}")
@@ -187,30 +251,52 @@ def plan(spec: BuildSpec) -> Plan:
     preset = check_task(source_preset(spec))
     if spec.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device here")
-    device = spec.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.precision in QUANTIZED and spec.device == "cuda":
+        raise UsageError(f"--precision {spec.precision} builds CPU artifacts (ONNX Runtime's static quantization): "
+                         "drop --device cuda")
+    quantized = spec.precision in QUANTIZED
+    device = spec.device or ("cuda" if torch.cuda.is_available() and not quantized else "cpu")
     precision = spec.precision if spec.precision != "auto" else ("fp16" if device == "cuda" else "fp32")
     window = preset.window
     shapes = ShapeRange(spec.batch or (1, 1, 1), spec.height or (window[0],) * 3, spec.width or (window[1],) * 3)
+    chosen = plan_backends(spec.backend, device, precision)
+    if quantized:
+        from mp_deploy.export.calibration import check_sources
+
+        check_sources(preset.name, spec.calibration)
     try:
         out_dir = writable_folder(spec.output)
     except ValueError as e:
         raise UsageError(f"output folder: {e}") from None
-    return Plan(spec, device, precision, plan_backends(spec.backend, device), shapes, out_dir)
+    return Plan(spec, device, precision, chosen, shapes, out_dir, preset.name)
 
 
-def plan_backends(requested: str, device: str) -> list[str]:
-    """The backends to build, each available on `device` (UsageError naming one that is not)."""
+def plan_backends(requested: str, device: str, precision: str = "fp32") -> list[str]:
+    """The backends to build, each available on `device` and building `precision` (UsageError naming one that is
+    not; auto and all leave out, with a line, those that do not build that precision)."""
     if requested == backends.AUTO:
         chosen = backends.auto_build(device, log)
     elif requested == backends.ALL:
         chosen = backends.all_available(device)
     else:
         chosen = [requested]
+    if requested in (backends.AUTO, backends.ALL):
+        left = [n for n in chosen if precision not in backends.get(n).precisions]
+        chosen = [n for n in chosen if n not in left]
+        if left:
+            log(f"{', '.join(backends.get(n).label for n in left)} skipped: no {precision} build")
+        if not chosen:
+            able = [b.name for b in backends.all_backends() if precision in b.precisions]
+            raise UsageError(f"--backend {requested} --precision {precision}: no backend here builds {precision} "
+                             f"(those that do: {', '.join(able)})")
     for name in chosen:
-        ok, why = backends.get(name).available(device)
+        backend = backends.get(name)
+        ok, why = backend.available(device)
         if not ok:
             raise UsageError(f"--backend {name}: {why}")
-    return chosen
+        if precision not in backend.precisions:
+            raise UsageError(f"--backend {name} builds {', '.join(backend.precisions)}, not {precision}")
+    return chosen  # plan_jobs puts what a backend reads (OpenVINO: the ONNX) before it
 
 
 # ------------------------------------------------------------------ the build
@@ -270,37 +356,98 @@ def up_to_date(path: Path, source: dict, network: TaskNetwork) -> bool:
 def build(spec: BuildSpec) -> list[Artifact]:
     """Build, check and time every artifact the spec asks for -> one Artifact per runnable file."""
     p = plan(spec)
-    products = {name: backends.get(name).products("", p.device) for name in p.backends}
-    steps = Steps(2 + sum(len(ps) + sum(q.runnable for q in ps) for ps in products.values()))
+    jobs = plan_jobs(p)
+    cpu = any(job.product.runnable and job.product.device == "cpu" for job in jobs)
+    steps = Steps(2 + cpu + sum(1 + job.product.runnable for job in jobs))
     options = BuildOptions(kernels=spec.kernels, opt_level=spec.opt_level, out_dir=p.out_dir)
     t0 = time.perf_counter()
     with tf32_off():  # the fp32 reference runs in true fp32 on CUDA
         with steps("loading the model"):
             reference, source = load_source(spec)
-        with steps(f"preparing the {p.precision} network on {p.device} (shapes {p.shapes.as_dict()})"):
-            network = TaskNetwork(reference, p.precision, p.shapes, p.device)
+        base = network_precision(p.precision)
+        with steps(f"preparing the {base} network on {p.device} (shapes {p.shapes.as_dict()})"):
+            networks = {base: TaskNetwork(reference, base, p.shapes, p.device)}
             reference = reference.to(p.device)
-        artifacts = []
-        for name in p.backends:
-            backend = backends.get(name)
-            for product in products[name]:
-                path = output_path(p.out_dir, artifact_stem(network) + product.suffix)
-                if not spec.force and up_to_date(path, source, network):
-                    log(f"{path.name}: up to date (same source and shapes), reused; --force rebuilds")
-                else:
-                    with steps(f"building {path.name}"):
-                        sidecar = sidecar_for(product, network, p, source)
-                        sidecar.extra_files = backend.write(product, network, path, options, sidecar.contract())
-                        write_sidecar(path, sidecar)
-                if not product.runnable:
-                    continue  # an input of the next step (TensorRT's parser input)
-                with steps(f"checking {path.name} against eager fp32"):
-                    artifacts.append(validate(path, reference, network, spec.runs))
+        if p.precision != base:  # quantized from the same network: its own name and contract
+            networks[p.precision] = quantized_network(networks[base], p.precision)
+        int8 = Int8Data(p) if p.precision in QUANTIZED else None
+        artifacts, made, timed = [], {}, []
+        for job in jobs:
+            backend, network = backends.get(job.backend), networks[job.precision]
+            path = output_path(p.out_dir, artifact_stem(network) + job.product.suffix)
+            job_source = source | ({"calibration": int8.record} if job.quantizes else {})
+            if not spec.force and up_to_date(path, job_source, network):
+                log(f"{path.name}: up to date (same source and shapes), reused; --force rebuilds")
+            else:
+                what = f"quantizing {made[job.source].name} to" if job.quantizes else "building"
+                with steps(f"{what} {path.name}"):
+                    sidecar = sidecar_for(job.product, network, p, job_source)
+                    if job.quantizes:
+                        sidecar.extra_files = backend.quantize(made[job.source], path, int8.inputs(network),
+                                                               sidecar.contract())
+                    else:
+                        given = replace(options, source=made[job.source] if job.source else None)
+                        sidecar.extra_files = backend.write(job.product, network, path, given, sidecar.contract())
+                    write_sidecar(path, sidecar)
+            if not job.product.runnable:
+                continue  # an input of the next step (TensorRT's parser input)
+            made[job.backend, job.precision] = path
+            against = "eager fp32 on held-out images" if job.quantizes else "eager fp32"
+            with steps(f"checking {path.name} against {against}"):
+                artifact, engine = validate(path, reference, network, spec.runs,
+                                            int8.held_out() if job.quantizes else None)
+            artifacts.append(artifact)
+            if engine.device == "cpu":  # kept loaded: timed with the others below
+                timed.append((artifact, engine, network))
+            del engine
+        if timed:
+            with steps(f"timing the {len(timed)} CPU artifact(s) together: {spec.runs} interleaved rounds on "
+                       f"{cpu_threads()} CPU thread(s)"):
+                time_cpu_artifacts(timed, spec.runs)
+        del timed
     print_table(artifacts)
     failed = [a for a in artifacts if not a.ok]
     log(f"built {len(artifacts)} artifact(s) in {p.out_dir} in {time.perf_counter() - t0:.0f} s: "
         + (f"{len(failed)} failed their parity check" if failed else "all within the parity rule"))
+    chosen, why = backends.choose(p.out_dir, task=spec.task)
+    log(f"--backend auto (mp-deploy predict --engine {p.out_dir} --task {spec.task}; serve) runs here: "
+        + (f"{chosen.name}: {why}" if chosen else why))
     return artifacts
+
+
+def quantized_network(network: TaskNetwork, precision: str) -> TaskNetwork:
+    """The network of a `precision` artifact quantized from `network` (the same model: its own name and I/O)."""
+    quantized = copy.copy(network)
+    quantized.precision = precision
+    quantized.io = describe_io(network.task, network.preset, precision)
+    return quantized
+
+
+class Int8Data:
+    """The calibration and held-out images of an int8 build (export/calibration.py), each made once, when first
+    needed (a reused int8 artifact needs neither)."""
+
+    def __init__(self, p: Plan):
+        from mp_deploy.export.calibration import calibration_record
+
+        self.p = p
+        self.record = calibration_record(p.preset, p.spec.calibration, p.spec.calibration_images)
+        self._held_out = None
+
+    def inputs(self, network: TaskNetwork) -> list:
+        from mp_deploy.export.calibration import calibration_set
+
+        _, _, h, w = network.shapes.shape("opt")
+        calibration = calibration_set(self.p.preset, self.p.spec.calibration, h, w, self.p.spec.calibration_images)
+        log(f"  calibrating on {calibration.record}")
+        return calibration.inputs
+
+    def held_out(self):
+        from mp_deploy.export.calibration import held_out_set
+
+        if self._held_out is None:
+            self._held_out = held_out_set(self.p.preset, self.p.spec.calibration, self.p.spec.held_out_images)
+        return self._held_out
 
 
 def output_path(folder: Path, name: str) -> Path:
@@ -313,37 +460,112 @@ def output_path(folder: Path, name: str) -> Path:
 
 def sidecar_for(product: Product, network: TaskNetwork, p: Plan, source: dict) -> Sidecar:
     sidecar = Sidecar(task=network.task, preset=network.preset, size=network.size,
-                      backend=product.sidecar_backend, device=product.device, precision=p.precision,
+                      backend=product.sidecar_backend, device=product.device, precision=network.precision,
                       shapes=p.shapes.as_dict(), input=network.io[0], output=network.io[1] | product.output_extra,
                       source=source, gpu=gpu_info() if product.device == "cuda" else None)
     return sidecar
 
 
-def validate(path: Path, reference, network: TaskNetwork, runs: int) -> Artifact:
-    """Parity against eager fp32 (recorded in the sidecar, with the rule it was held to) and latency here."""
-    engine = Engine.load(path)  # verifies the sidecar and checksums once
+def finite(value):
+    """value, or None where it is NaN or infinite (not JSON)."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+def validate(path: Path, reference, network: TaskNetwork, runs: int, held_out=None) -> tuple[Artifact, Engine]:
+    """Parity against eager fp32 (an int8 artifact: the int8 rule on `held_out` images), recorded in the sidecar
+    with the rule it was held to -> (the artifact, its engine). A CUDA artifact is timed here; CPU artifacts are
+    timed together afterwards (time_cpu_artifacts)."""
+    engine = Engine.load(path, threads=cpu_threads())  # verifies the sidecar and checksums once
     megabytes = (path.stat().st_size + sum(e["bytes"] for e in engine.meta["extra_files"])) / 2 ** 20
+    parity = int8_parity(engine, reference, network, held_out) if held_out is not None else \
+        float_parity(engine, reference, network)
+    engine.meta = {**engine.meta, "parity": parity}
+    write_sidecar(path, Sidecar(**engine.meta))
+    status = "ok" if parity["ok"] else f"FAIL: {parity['error']}"
+    nan = float("nan")
+    rel, centred = (parity[k] if parity[k] is not None else nan for k in ("rel_l2", "centred_rel_l2"))
+    artifact = Artifact(path, engine.meta["backend"], megabytes, rel, nan, status, centred_rel_l2=centred,
+                        precision=engine.meta["precision"])
+    if engine.device != "cpu":
+        x = network.sample("opt").to(engine.device)
+        record_latency(artifact, engine, median_ms(lambda: engine.runner(x), runs, warmup=1, cuda=x.is_cuda),
+                       list(x.shape), runs)
+    return artifact, engine
+
+
+def record_latency(artifact: Artifact, engine: Engine, ms: float, shape: list, runs: int) -> None:
+    """The build's latency of `artifact` on this machine, into the table and its sidecar (`measured`, keyed by
+    mp_deploy.util.device_name: `--backend auto` on a CPU machine compares these)."""
+    artifact.median_ms = ms
+    measured = dict(engine.meta.get("measured") or {})
+    measured[device_name(engine.device)] = {
+        "median_ms": ms, "threads": cpu_threads(), "input": shape, "runs": runs,
+        "at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    engine.meta = {**engine.meta, "measured": measured}
+    write_sidecar(artifact.path, Sidecar(**engine.meta))
+
+
+def time_cpu_artifacts(timed: list, runs: int) -> None:
+    """The CPU artifacts of a build (artifact, engine, its network) timed together: one warm-up each, then `runs`
+    rounds that each run every one of them once, in an order that rotates every round, so that the machine's
+    load (another process taking a core) falls on all of them alike; each one's median is recorded."""
+    inputs = [network.sample("opt").to(engine.device) for _, engine, network in timed]
+    for (_, engine, _), x in zip(timed, inputs):
+        engine.runner(x)
+    samples = [[] for _ in timed]
+    for r in range(runs):
+        for k in range(len(timed)):
+            i = (r + k) % len(timed)
+            t0 = time.perf_counter()
+            timed[i][1].runner(inputs[i])
+            samples[i].append((time.perf_counter() - t0) * 1e3)
+    for (artifact, engine, _), x, ms in zip(timed, inputs, samples):
+        record_latency(artifact, engine, summarize(ms)["median_ms"], list(x.shape), runs)
+
+
+def float_parity(engine: Engine, reference, network: TaskNetwork) -> dict:
+    """The parity record of an fp32 / fp16 artifact: fresh random inputs against eager fp32 (export.parity)."""
     rule = RULES[network.precision]
+    error = None
     try:
-        measured, status = measure_parity(engine.runner, reference, network, rule), "ok"
+        measured = measure_parity(engine.runner, reference, network, rule)
         rel, centred = measured.rel_l2, measured.centred_rel_l2
     except ParityError as e:
-        rel, centred, status = e.rel_l2, e.centred_rel_l2, f"FAIL: {e}"
-    finite = lambda v: v if math.isfinite(v) else None  # noqa: E731 (NaN is not JSON)
-    parity = {"rel_l2": finite(rel), "centred_rel_l2": finite(centred), "rule": rule.rel_l2,
-              "centred_rule": rule.centred_rel_l2, "ok": status == "ok", "against": PARITY_AGAINST,
+        rel, centred, error = e.rel_l2, e.centred_rel_l2, str(e)
+    record = {"rel_l2": finite(rel), "centred_rel_l2": finite(centred), "rule": rule.rel_l2,
+              "centred_rule": rule.centred_rel_l2, "ok": error is None, "against": PARITY_AGAINST,
               "rule_text": rule.describe()}
-    if engine.meta["parity"] != parity:
-        write_sidecar(path, Sidecar(**{**engine.meta, "parity": parity}))
-    x = network.sample("opt").to(engine.device)
-    ms = median_ms(lambda: engine.runner(x), runs, warmup=1, cuda=x.is_cuda)
-    return Artifact(path, engine.meta["backend"], megabytes, rel, ms, status, centred_rel_l2=centred)
+    return record | ({"error": error} if error else {})
+
+
+def int8_parity(engine: Engine, reference, network: TaskNetwork, held_out) -> dict:
+    """The parity record of an int8 artifact: the int8 rule on held-out images (export.parity.INT8_RULE), and for
+    information the plain measure on the fresh random inputs every other artifact is checked on."""
+    error, record = None, dict(held_out.record)
+    run = lambda x: engine.runner(engine.preprocess(x))  # noqa: E731 (windows in [0, 1], as evaluation gives)
+    try:
+        measured = measure_int8_parity(run, reference, network, held_out, INT8_RULE)
+        rel, centred, record = measured.rel_l2, measured.centred_rel_l2, measured.held_out
+    except ParityError as e:
+        rel, centred, error = e.rel_l2, e.centred_rel_l2, str(e)
+        record = getattr(e, "held_out", record)
+    try:
+        noise = measure_parity(engine.runner, reference, network, ParityRule(math.inf, math.inf))
+        random_inputs = {"rel_l2": finite(noise.rel_l2), "centred_rel_l2": finite(noise.centred_rel_l2)}
+    except ParityError as e:  # not finite: the held-out check says so too
+        random_inputs = {"rel_l2": None, "error": str(e)}
+    record = {k: (finite(v) if isinstance(v, float) else v) for k, v in record.items()}
+    parity = {"rel_l2": finite(rel), "centred_rel_l2": finite(centred), "rule": INT8_RULE.rel_l2,
+              "metric_rule": INT8_RULE.metric_change, "ok": error is None, "against": INT8_AGAINST,
+              "rule_text": INT8_RULE.describe(), "held_out": record,
+              "random_inputs": random_inputs | {"note": "for information: not part of the int8 rule"}}
+    return parity | ({"error": error} if error else {})
 
 
 def print_table(artifacts: list[Artifact]) -> None:
     device = (gpu_info() or {}).get("name") or "CPU"
     log(f"\n{'artifact':44s} {'size MB':>9s} {'rel L2 vs eager fp32':>21s} {'centred':>9s} {'median ms':>10s}  "
-        f"status   ({device})")
+        f"status   ({device}, CPU threads {cpu_threads()}; int8: on held-out images)")
     for a in artifacts:
         log(f"{a.path.name:44s} {a.megabytes:9.1f} {a.rel_l2:21.2e} {a.centred_rel_l2:9.2e} {a.median_ms:10.1f}  "
             f"{a.status}")
@@ -359,7 +581,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                                          "with fresh heads, when no --checkpoint is given")
     cli.add_model_size(ap, "size of the bundled default model (default tiny)")
     cli.add_backend(ap, "auto: the best available here + ONNX; all: every one available; or one backend")
-    cli.add_precision(ap, "auto", "auto: fp16 on CUDA, fp32 on CPU")
+    cli.add_precision(ap, "auto", "auto: fp16 on CUDA, fp32 on CPU; int8: quantized for the CPU from the fp32 "
+                                  "artifact (ONNX Runtime), calibrated on the task's own images")
     cli.add_device(ap)
     ap.add_argument("--batch", type=cli.size_range, metavar="B|MIN,OPT,MAX", help="batch range (default 1)")
     cli.add_sizes(ap, "MIN,OPT,MAX (a dynamic range: multiples of 64, min >= 128) or one value (default: the model "
@@ -373,6 +596,10 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--opt-level", type=int, default=3, choices=range(6), metavar="{0..5}",
                     help="TensorRT builder optimization level (tensorrt and torch-tensorrt)")
     cli.add_runs(ap, 5, "timed runs per artifact for the latency column")
+    ap.add_argument("--calibration", metavar="FOLDER",
+                    help="--precision int8: images of the task's own data to calibrate on (default: the preset's "
+                         "training split where it can be rendered, the synthetic demo presets; never the "
+                         "evaluation split)")
 
 
 def spec_from_args(args: argparse.Namespace) -> BuildSpec:
@@ -381,7 +608,8 @@ def spec_from_args(args: argparse.Namespace) -> BuildSpec:
     return BuildSpec(task=args.task, preset=args.preset, checkpoint=args.checkpoint, sd_weights=args.sd_weights,
                      model_size=args.model_size, backend=args.backend, precision=args.precision, device=args.device,
                      batch=args.batch, height=args.height, width=args.width, output=args.output, force=args.force,
-                     kernels=args.kernels == "on", opt_level=args.opt_level, runs=args.runs)
+                     kernels=args.kernels == "on", opt_level=args.opt_level, runs=args.runs,
+                     calibration=args.calibration)
 
 
 def run(args: argparse.Namespace) -> int:

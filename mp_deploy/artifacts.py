@@ -26,8 +26,9 @@ from mp_deploy.version import __version__
 from mp_deploy.backends.tensorrt import tensorrt_version
 from mp_deploy.contract import (CONTRACT_ENTRY, CONTRACT_FIELDS, FORMAT, MAX_PIXELS, MAX_SIDECAR_BYTES,  # noqa: F401
                                 ONNX_METADATA_KEY, SCHEMA, contract_json, gpu_info)
-from mp_deploy.errors import ArtifactError
-from mp_deploy.util import atomic_write, sha256_file
+from mp_deploy.errors import ArtifactError, DataError
+from mp_deploy.files import atomic_write, parse_json, read_text, special_kind
+from mp_deploy.util import sha256_file
 
 
 def runtime_versions() -> dict:
@@ -48,7 +49,7 @@ class Sidecar:
     size: str
     backend: str  # a registered backend's name (mp_deploy.backends): onnx | aoti | tensorrt | torch-tensorrt
     device: str  # cpu | cuda
-    precision: str  # fp32 | fp16
+    precision: str  # fp32 | fp16 | int8
     shapes: dict  # {"batch": [min, opt, max], "height": [...], "width": [...], "multiple_of": m}
     input: dict  # name, layout, dtype, value range, colour order
     output: dict  # name, meaning, unit / scaling
@@ -60,6 +61,7 @@ class Sidecar:
     file_bytes: int = 0
     extra_files: list = field(default_factory=list)  # e.g. ONNX external data, checked too
     parity: dict = field(default_factory=dict)  # the measured error against eager fp32 and the rule it met
+    measured: dict = field(default_factory=dict)  # machine -> the build's latency there (`--backend auto` on a CPU)
     created: str = field(default_factory=lambda: datetime.datetime.now(datetime.timezone.utc).isoformat())
     format: str = FORMAT
 
@@ -229,7 +231,7 @@ def embedded_contract(artifact: Path, backend: str) -> dict | None:
         text = backends.get(backend).read_contract(artifact)
         if text is None:
             return None
-        contract = json.loads(text)
+        contract = parse_json(text, f"the contract inside {artifact}")
     except ArtifactError:
         raise
     except Exception as e:  # a corrupt zip or protobuf, bad JSON inside
@@ -263,19 +265,23 @@ def write_sidecar(artifact: Path, sidecar: Sidecar) -> None:
 
 
 def _read_json(side: Path):
-    if side.stat().st_size > MAX_SIDECAR_BYTES:
-        raise ArtifactError(f"sidecar {side} is {side.stat().st_size} bytes: too large to be a sidecar")
     try:
-        return json.loads(side.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise ArtifactError(f"sidecar {side} is not UTF-8 text: {e}") from e
-    except (json.JSONDecodeError, RecursionError) as e:
-        raise ArtifactError(f"sidecar {side} is not valid JSON: {e}") from e
+        return parse_json(read_text(side, MAX_SIDECAR_BYTES), f"sidecar {side}")
+    except DataError as e:
+        raise ArtifactError(str(e)) from None
+
+
+def _regular(path: Path, what: str) -> None:
+    """ArtifactError unless `path` is a regular file (a FIFO would block the checksum's read)."""
+    found = special_kind(path)
+    if found == "missing":
+        raise ArtifactError(f"{path} ({what}) is missing")
+    if found is not None:
+        raise ArtifactError(f"{path} ({what}) is not a regular file ({found})")
 
 
 def _check_file(path: Path, sha256: str, size: int | None, what: str) -> None:
-    if not path.is_file():
-        raise ArtifactError(f"{path} ({what}) is missing")
+    _regular(path, what)
     if size is not None and path.stat().st_size != size:
         raise ArtifactError(f"{path} ({what}) is {path.stat().st_size} bytes, sidecar says {size}: truncated or "
                             "replaced")
@@ -286,10 +292,11 @@ def _check_file(path: Path, sha256: str, size: int | None, what: str) -> None:
 def read_sidecar(artifact, check_machine: bool = True) -> dict:
     """Read and verify the sidecar of `artifact`; raise ArtifactError saying what differs."""
     artifact = Path(artifact)
-    if not artifact.is_file():
+    if special_kind(artifact) == "missing":
         raise ArtifactError(f"artifact not found: {artifact}")
+    _regular(artifact, "the artifact")
     side = sidecar_path(artifact)
-    if not side.is_file():
+    if special_kind(side) == "missing":
         raise ArtifactError(f"{artifact} has no sidecar {side.name}: re-export it with `mp-deploy build`")
     meta = _read_json(side)
     if isinstance(meta, dict) and meta.get("format") != FORMAT:

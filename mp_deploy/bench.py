@@ -41,6 +41,8 @@ from mp_deploy.errors import UsageError
 from mp_deploy.models import SEEDED_RULE
 from mp_deploy.precision import to_precision
 from mp_deploy.tasks import build_model, seeded_model
+from mp_deploy.cpu_threads import apply_torch, cpu_threads
+from mp_deploy.cpu_threads import describe as describe_threads
 from mp_deploy.timing import MemProbe, copy_ceiling, matmul_ceiling, summarize, time_runs, write_results
 from mp_deploy.util import device_name, rel_l2, tf32_off
 
@@ -362,7 +364,7 @@ def artifact_backend(bench: Bench, name: str, batches: list[int]):
         note = build_artifact(bench, name, batches, s.height, s.width)
         path, meta = find_artifact(bench, name, batches, s.height, s.width)
     t0 = time.perf_counter()
-    engine = Engine.load(path, device=bench.device)
+    engine = Engine.load(path, device=bench.device, threads=bench.spec.threads)
     load_s = time.perf_counter() - t0
     # built from the weights of our eager model?
     comparable = meta.get("source") == {"seeded": s.model_size, "seed": SEED, "rule": SEEDED_RULE}
@@ -550,8 +552,9 @@ def bench(spec: BenchSpec, on_progress: Callable[[BenchResult], None] | None = N
     that a time-out keeps what was measured)."""
     s = spec.resolve()
     cuda = s.device == "cuda"
-    if s.threads:
-        torch.set_num_threads(s.threads)
+    threads = cpu_threads(s.threads)
+    if not cuda:
+        apply_torch(threads)  # the eager rows and the ceiling run on the engines' thread count
     plan = plan_backends(s)
     baseline = "eager-fp16" if cuda else "eager-fp32"
     log(f"plan: {', '.join(n + '@' + '+'.join(map(str, b)) for n, b in plan)} | {s.task}/{s.preset} {s.model_size}"
@@ -563,14 +566,16 @@ def bench(spec: BenchSpec, on_progress: Callable[[BenchResult], None] | None = N
         f"built in {time.perf_counter() - t0:.1f} s")
     b = Bench(s, model)
     ceilings = {"matmul": matmul_ceiling(s.device), "copy": copy_ceiling(s.device)}
-    log(f"ceilings: {ceilings['matmul']['what']} {ceilings['matmul']['tflops']:.2f} TFLOP/s, "
-        f"{ceilings['copy']['what']} {ceilings['copy']['gbps']:.1f} GB/s")
+    log(f"ceilings: {ceilings['matmul']['what']} {ceilings['matmul']['tflops']:.3f} TFLOP/s (fastest of "
+        f"15; median {ceilings['matmul']['tflops_p50']:.3f}), {ceilings['copy']['what']} "
+        f"{ceilings['copy']['gbps']:.1f} GB/s" + ("" if cuda else f" | {describe_threads(threads)}"))
 
     now = datetime.datetime.now(datetime.timezone.utc)
     meta = {"device": device_name(s.device), "device_type": s.device, "date": now.isoformat(timespec="seconds"),
             "versions": runtime_versions(), "task": s.task, "preset": s.preset, "model_size": s.model_size,
             "height": s.height, "width": s.width, "batches": s.batches, "warmup": s.warmup, "runs": s.runs,
-            "cpu_threads": torch.get_num_threads(), "timing": "CUDA events" if cuda else "wall clock",
+            "cpu_threads": None if cuda else threads, "cpu_policy": None if cuda else describe_threads(threads),
+            "timing": "CUDA events" if cuda else "wall clock",
             "baseline": baseline, "ceilings": ceilings, "memory": "", "spec": {k: v for k, v in s.__dict__.items()}}
     order = {n: i for i, (n, _) in enumerate(plan)}
     rows, skipped = [], []

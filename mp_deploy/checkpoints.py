@@ -24,7 +24,7 @@ from mp_deploy.configs import Preset, get_size, preset_to_dict
 from mp_deploy.errors import UserError
 from mp_deploy.models import MetaPromptsModel
 from mp_deploy.tasks import build_model, get_preset, preset_from_dict
-from mp_deploy.util import atomic_write
+from mp_deploy.files import atomic_write, parse_json, special_kind
 
 FORMAT_TAG = "mp-deploy/1"
 _LDM_UNET = "model.diffusion_model."
@@ -36,8 +36,19 @@ class CheckpointError(UserError, ValueError):
 
 # ---------------------------------------------------------------- files
 
+def _check_file(path) -> Path:
+    """`path` if it is a regular file (never a FIFO or device, which would block or stream forever)."""
+    found = special_kind(path)
+    if found == "missing":
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if found is not None:
+        raise CheckpointError(f"checkpoint {path}: not a regular file ({found})")
+    return Path(path)
+
+
 def safetensors_metadata(path: str | os.PathLike) -> dict:
     """The string metadata of a .safetensors file (CheckpointError when it cannot be read)."""
+    _check_file(path)
     try:
         with safe_open(str(path), "pt") as f:
             return f.metadata() or {}
@@ -50,9 +61,7 @@ def safetensors_metadata(path: str | os.PathLike) -> dict:
 def read_state_dict(path: str | os.PathLike) -> tuple[dict, dict]:
     """-> (flat state dict, metadata). Reads .safetensors or torch files (weights_only: no pickled code runs),
     unwrapping {'model': ...} (official depth) and {'state_dict': ...} (mmcv / official seg, SD .ckpt)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+    path = _check_file(path)
     try:
         if path.suffix == ".safetensors":
             return load_file(str(path)), safetensors_metadata(path)
@@ -414,10 +423,8 @@ def checkpoint_preset(meta: dict, path) -> tuple[Preset, str]:
     if missing:
         raise CheckpointError(f"{path}: metadata lacks {', '.join(missing)}")
     try:
-        preset = preset_from_dict(json.loads(meta["preset"]))
+        preset = preset_from_dict(parse_json(meta["preset"], "metadata preset"))
         size = get_size(meta["size"]).name
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: metadata preset is not valid JSON: {e}") from e
     except UserError as e:
         raise CheckpointError(f"{path}: {e}") from e
     if meta["task"] != preset.task:

@@ -30,7 +30,8 @@ COMMANDS = {
 
 # old spellings kept for one release: alias -> the flag it now is (docs/cli.md lists them)
 DEPRECATED = {"--out-dir": "--output", "--out": "--output", "--no-kernels": "--kernels off"}
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")  # every command's --precision takes one of these (and checks which)
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")  # every command's --precision takes one of these (and checks
+# which)
 
 
 # ------------------------------------------------------------------ value types (docs/cli.md names them)
@@ -200,7 +201,8 @@ def add_kernels(parser: argparse.ArgumentParser, default: str, help: str) -> Non
                         help=argparse.SUPPRESS)
 
 
-def add_threads(parser: argparse.ArgumentParser, help: str = "CPU threads for torch (0: torch's own choice)",
+def add_threads(parser: argparse.ArgumentParser, help: str = "CPU threads of CPU engines and eager runs (default: "
+                "MP_DEPLOY_CPU_THREADS, else half the available CPUs; mp_deploy/cpu_threads.py says why)",
                 default: int | None = None) -> None:
     parser.add_argument("--threads", type=nonnegative_int, default=default, help=help)
 
@@ -247,11 +249,24 @@ def run_main(name: str, work) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _threads_argument(argv: list[str]) -> int | None:
+    """--threads N from a command line not parsed yet (None when absent or not a number: the parser says why)."""
+    for i, word in enumerate(argv):
+        value = word.split("=", 1)[1] if word.startswith("--threads=") else (
+            argv[i + 1] if word == "--threads" and i + 1 < len(argv) else None)
+        if value is not None:
+            return int(value) if value.isdigit() and len(value) < 5 else None
+    return None
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:
         _parser().parse_args(argv[:1] or ["--help"])  # prints the help, or the usage error (exit 2)
     name = argv[0]
+    from mp_deploy.cpu_threads import prepare_environment  # before the command's modules import torch
+
+    prepare_environment(_threads_argument(argv))
     parser, module = command_parser(name)
     args = parser.parse_args(argv[1:])
     return run_main(f"mp-deploy {name}", lambda: module.run(args))

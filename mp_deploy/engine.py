@@ -15,10 +15,19 @@ import torch
 from mp_deploy import backends, tasks
 from mp_deploy.artifacts import read_sidecar
 from mp_deploy.contract import MAX_PIXELS
+from mp_deploy.cpu_threads import apply_torch, cpu_threads
 from mp_deploy.errors import EngineError, EngineFailure  # noqa: F401  (raised by Engine; importable from here)
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16}
 RANGE_SLACK = 1e-3  # float images may overshoot [0, 1] by rounding (e.g. after a resize), not more
+
+
+def _cpu_threads(device: str, threads: int | None) -> int:
+    """The CPU thread policy applied to torch for a CPU engine (a GPU engine leaves torch as it is) -> the count."""
+    n = cpu_threads(threads)
+    if not str(device).startswith("cuda"):
+        apply_torch(n)
+    return n
 
 
 class EagerRunner:
@@ -41,16 +50,20 @@ class Engine:
         self.dtype = _DTYPES[meta["input"]["dtype"]]
 
     @classmethod
-    def load(cls, path, device: str | None = None) -> "Engine":
+    def load(cls, path, device: str | None = None, threads: int | None = None) -> "Engine":
+        """The artifact at `path` on `device` (default: the one it was built for); on the CPU with
+        mp_deploy.cpu_threads' policy (`threads`: an explicit count)."""
         path = Path(path)
         meta = read_sidecar(path)
         device = device or meta["device"]
-        runner = backends.get(meta["backend"]).load(path, meta, device)
+        n = _cpu_threads(device, threads)
+        runner = backends.get(meta["backend"]).load(path, meta, device, n)
         return cls(runner, meta, device, path.name)
 
     @classmethod
-    def from_model(cls, model, precision: str = "fp32", device: str = "cpu") -> "Engine":
+    def from_model(cls, model, precision: str = "fp32", device: str = "cpu", threads: int | None = None) -> "Engine":
         """The eager model behind the same interface (benchmarks, reference outputs)."""
+        _cpu_threads(str(device), threads)
         from mp_deploy.artifacts import describe_io
         from mp_deploy.configs import preset_to_dict
 

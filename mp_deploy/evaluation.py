@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from mp_deploy import cli, tasks
+from mp_deploy.data.base import one_line_errors
 from mp_deploy.errors import DataError, UsageError
 from mp_deploy.inference import Run
 
@@ -46,6 +47,7 @@ class Stream:
             total = min(total, self.limit) if total is not None else self.limit
         indexed = hasattr(self.samples, "__getitem__") and total is not None
         items = (self.samples[i] for i in range(total)) if indexed else self.samples
+        items = one_line_errors(items)  # a DataLoader worker's typed error as its one line
         for n, sample in enumerate(tqdm(items, total=total, desc=self.desc, disable=not self.progress, leave=False)):
             if self.limit is not None and n >= self.limit:
                 break
@@ -188,18 +190,40 @@ def metrics_path(output: str) -> Path:
     return path / "metrics.json"
 
 
+def check_output(out: Path) -> Path:
+    """`out` if the metrics can be written there, checked before any evaluation: nothing there or a regular file
+    (never a folder, FIFO, device or link), and the nearest existing path above it a folder."""
+    import os
+    import stat
+
+    from mp_deploy.files import check_replaceable, kind
+
+    for parent in out.parents:
+        try:
+            mode = os.stat(parent).st_mode
+        except (FileNotFoundError, NotADirectoryError):  # not there (or under a file, found further up)
+            continue
+        except OSError as e:
+            raise UsageError(f"--output: {parent}: cannot check what is there ({e.strerror})") from None
+        if not stat.S_ISDIR(mode):
+            raise UsageError(f"--output: {parent} is {kind(mode)}, not a folder: {out} cannot be written")
+        break
+    try:
+        return check_replaceable(out)
+    except DataError as e:
+        raise UsageError(f"--output: {e}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from mp_deploy.checkpoints import load_model
     from mp_deploy.train import build, dist
     from mp_deploy.train.recipes import get_recipe
-    from mp_deploy.util import atomic_write
+    from mp_deploy.files import atomic_write
 
     cli.check_choice(args.precision, ("fp32", "bf16"), "--precision")
     if bool(args.checkpoint) == bool(args.baseline):
         raise UsageError("give --checkpoint PATH or --baseline")
-    out = metrics_path(args.output) if args.output else None
-    if out is not None and out.exists() and not out.is_file():
-        raise UsageError(f"--output: {out} exists and is not a file")
+    out = check_output(metrics_path(args.output)) if args.output else None
     d = dist.setup(args.device)
     try:
         if args.checkpoint:

@@ -14,34 +14,53 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mp_deploy.errors import DataError
+from mp_deploy.files import open_regular
 
 MAX_PIXELS = 33_554_432  # per image, checked before any conversion or decode (Python and C++ alike)
 MIN_SIDE = 32
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
+class NonFiniteImage(ValueError):
+    """A float image holding NaN or infinity."""
+
+
 def read_rgb(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     """An image file as RGB uint8 (H, W, 3), the one image reader of the project: the pixel count checked from
     the header before decoding (default: the engines' MAX_PIXELS); EXIF orientation applied; gray, palette,
-    CMYK converted, alpha dropped; 16- and 32-bit images scaled to 8 bits. DataError names the file and cause."""
+    CMYK converted, alpha dropped; 16- and 32-bit images scaled to 8 bits; a float image holding NaN or infinity
+    refused. Only a regular file is opened (mp_deploy.files.open_regular). DataError names the file and cause."""
     max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
     try:
-        with Image.open(path) as im:
+        with open_regular(path) as f, Image.open(f) as im:
             w, h = im.size
             if w * h > max_pixels:
                 raise DataError(f"{path}: {w}x{h} is {w * h} pixels, more than the {max_pixels} an image may have")
             return to_rgb8(ImageOps.exif_transpose(im))
     except Image.DecompressionBombError as e:  # a header far beyond Pillow's own limit
         raise DataError(f"{path}: cannot read image ({e})") from None
-    except FileNotFoundError:
-        raise DataError(f"{path}: cannot read image (no such file)") from None
-    except PermissionError:
-        raise DataError(f"{path}: cannot read image (permission denied)") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: cannot read image (a folder)") from None
+    except NonFiniteImage as e:
+        raise DataError(f"{path}: cannot use image ({e})") from None
     except UnidentifiedImageError:
         raise DataError(f"{path}: cannot read image (not an image file, or a format Pillow cannot read)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:  # what PIL raises for truncated or corrupt data
+        raise DataError(f"{path}: cannot read image (truncated or corrupt: {e})") from None
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) of an image file as read_rgb would return it (EXIF rotations applied), from its header
+    alone: nothing is decoded. DataError as read_rgb's."""
+    try:
+        with open_regular(path) as f, Image.open(f) as im:
+            w, h = im.size
+            if im.getexif().get(0x0112) in (5, 6, 7, 8):  # orientations that swap the sides
+                w, h = h, w
+            return h, w
+    except Image.DecompressionBombError as e:
+        raise DataError(f"{path}: cannot read image ({e})") from None
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: cannot read image (not an image file, or a format Pillow cannot read)") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
         raise DataError(f"{path}: cannot read image (truncated or corrupt: {e})") from None
 
 
@@ -50,6 +69,9 @@ def to_rgb8(im: Image.Image) -> np.ndarray:
     gray likewise when it goes past 255, float gray clipped to [0, 255] (or scaled from [0, 1])."""
     if im.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
         gray = np.asarray(im).astype(np.float64)
+        if not np.isfinite(gray).all():  # a float TIFF may hold them
+            raise NonFiniteImage(f"{int((~np.isfinite(gray)).sum())} pixels are NaN or infinite, which no image "
+                                 "value means")
         if im.mode.startswith("I;16") or (im.mode == "I" and gray.max(initial=0) > 255):
             gray = gray / 257.0
         elif im.mode == "F" and gray.max(initial=0) <= 1.0:
@@ -63,7 +85,7 @@ def read_map(path: str | Path) -> np.ndarray:
     """A one-channel PNG (label map, 16-bit depth) with its stored values unchanged: uint8, uint16 or int32.
     Palette PNGs give their indices, as mmseg's pillow loader does."""
     try:
-        with Image.open(path) as im:
+        with open_regular(path) as f, Image.open(f) as im:
             if im.mode not in ("L", "P", "I", "I;16", "I;16L", "I;16B"):
                 raise DataError(f"{path}: expected a one-channel PNG, got mode {im.mode}")
             arr = np.asarray(im)

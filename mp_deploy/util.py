@@ -7,7 +7,6 @@ import hashlib
 import os
 import platform
 import re
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -15,30 +14,6 @@ import torch
 
 # names that come from files (task, preset, artifact stem) and become parts of paths or model names
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]*")
-
-_UMASK = os.umask(0o022)  # read the process umask (there is only set-and-get) and put it back
-os.umask(_UMASK)
-
-
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call write(tmp) and rename tmp onto `path`: a crash or a kill leaves no half-written file.
-
-    tmp has the final file name (some writers derive internal names or insist on the suffix: AOTInductor names
-    the package's root folder after it), inside a hidden temporary folder beside `path`; the file is created by
-    the writer; a file it creates private (safetensors writes 0600) gets the process umask's mode as well.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    folder = tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp.")
-    try:
-        tmp = os.path.join(folder, path.name)
-        write(tmp)
-        if os.path.isfile(tmp):
-            os.chmod(tmp, os.stat(tmp).st_mode & 0o111 | 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
 
 def sha256_file(path: str | os.PathLike) -> str:
     h = hashlib.sha256()

@@ -200,7 +200,7 @@ class ToyBackend(Backend):
 
     def write(self, product, network, path, options, contract):
         from mp_deploy.contract import contract_json
-        from mp_deploy.util import atomic_write
+        from mp_deploy.files import atomic_write
 
         state = {k: v.float() for k, v in network.model.state_dict().items()}
         atomic_write(path, lambda tmp: torch.save({"state": state, "contract": contract_json(contract)}, tmp))
@@ -209,7 +209,7 @@ class ToyBackend(Backend):
     def read_contract(self, path):
         return torch.load(path, weights_only=True)["contract"]
 
-    def load(self, path, meta, device):
+    def load(self, path, meta, device, threads=1):
         model = tasks.build_model(meta["task"], preset=tasks.preset_from_dict(meta["preset"]), size=meta["size"],
                                   init=False)
         model.load_state_dict(torch.load(path, weights_only=True)["state"], assign=True)

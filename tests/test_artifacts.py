@@ -78,10 +78,18 @@ def test_malformed_sidecars_are_artifact_errors(built, tmp_path):
     out, _ = built("depth")
     path = _copy(out, ONNX, tmp_path)
     for text, message in ((b"\xff\xfe not text", "not UTF-8"), (b"{", "not valid JSON"), (b"[1, 2]", "must be an object"),
-                          (b'{"format": "mp-deploy-artifact/2"}', "lacks"), (b"[" * 100000 + b"]" * 100000, None)):
+                          (b'{"format": "mp-deploy-artifact/2"}', "lacks"),
+                          (b"[" * 100000 + b"]" * 100000, "nested deeper than 64"),
+                          # a 5001-digit number: Python refuses to convert it (was a raw ValueError)
+                          (b'{"file_bytes": 1' + b"0" * 5000 + b"}", "not valid JSON"),
+                          (b'{"file_bytes": NaN}', "not valid JSON")):
         sidecar_path(path).write_bytes(text)
         with pytest.raises(ArtifactError, match=message):
             Engine.load(path)
+    sidecar_path(path).unlink()
+    os.mkfifo(sidecar_path(path))  # reading it would block until a writer came
+    with pytest.raises(ArtifactError, match="not a regular file \\(a FIFO\\)"):
+        Engine.load(path)
 
 
 def test_the_contract_is_inside_the_artifact(built):

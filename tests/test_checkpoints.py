@@ -119,7 +119,7 @@ def test_our_checkpoint_round_trip_is_atomic(tmp_path):
         open(tmp, "wb").write(b"partial")
         raise Boom()
 
-    from mp_deploy.util import atomic_write
+    from mp_deploy.files import atomic_write
     with pytest.raises(Boom):
         atomic_write(tmp_path / "other.bin", failing_write)
     assert sorted(os.listdir(tmp_path)) == ["seg.safetensors"]
@@ -235,10 +235,18 @@ def _with_metadata(tmp_path, **changes):
     ({"task": "banana"}, "metadata task 'banana' differs"),
     ({"size": "huge"}, "unknown model size 'huge'"),
     ({"preset": None}, "metadata lacks preset"),
-    ({"preset": "{not json"}, "preset is not valid JSON"),
+    ({"preset": "{not json"}, "metadata preset: not valid JSON"),
+    # hostile metadata: nesting that would overflow a recursive parser, a number Python refuses to convert
+    ({"preset": "[" * 5000 + "]" * 5000}, "metadata preset: JSON nested deeper than 64"),
+    ({"preset": '{"name": "nyu", "task": "depth", "refine_steps": 1' + "0" * 5000 + "}"},
+     "metadata preset: not valid JSON"),
     ({"preset.colour": "blue"}, "unknown preset field.*'colour'"),
     ({"preset.task": "banana"}, "preset task 'banana'"),
-    ({"preset.refine_steps": 0}, "refine_steps must be at least 1"),
+    ({"preset.refine_steps": 0}, "refine_steps 0 is out of bounds"),
+    # declared sizes that would take minutes (10^6 refinement steps) or terabytes (a 1e9 window) to refuse later
+    ({"preset.refine_steps": 10 ** 6}, "refine_steps 1000000 is out of bounds"),
+    ({"preset.window": [10 ** 9, 10 ** 9]}, r"window \(1000000000, 1000000000\) is out of bounds"),
+    ({"preset.num_prompts": 10 ** 7}, "num_prompts 10000000 is out of bounds"),
     ({"preset.max_depth": "far"}, "preset field 'max_depth' has a wrong value"),
     ({"preset.name": "../x"}, "preset name '../x' is not a plain name"),
 ])

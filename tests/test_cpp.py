@@ -17,7 +17,7 @@ import random
 import shutil
 import subprocess
 import sysconfig
-import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -97,10 +97,30 @@ def _configure(build_dir: Path) -> str:
     return cmake
 
 
+# The build and the exported package, made once per session and shared with test_cpp_hostile.py (its fixtures
+# call these; both modules see this one module object): each takes minutes on 2 cores.
+_SESSION: dict = {}
+
+
+def shared_build(tmp_path_factory) -> _Build:
+    if "build" not in _SESSION:
+        build_dir = Path(os.environ.get("MP_CPP_BUILD_DIR") or tmp_path_factory.mktemp("cpp-build"))
+        _SESSION["build"] = _Build(_configure(build_dir), build_dir)
+    return _SESSION["build"]
+
+
+def shared_depth_pt2(tmp_path_factory) -> Path:
+    """The tiny depth package (read-only: tests edit copies). MP_CPP_DEPTH_PT2 names one _export made earlier,
+    reused instead of exporting again (while working on the C++ side)."""
+    if "depth_pt2" not in _SESSION:
+        given = os.environ.get("MP_CPP_DEPTH_PT2")
+        _SESSION["depth_pt2"] = Path(given) if given else _export("depth", tmp_path_factory.mktemp("aoti"))
+    return _SESSION["depth_pt2"]
+
+
 @pytest.fixture(scope="module")
 def build(tmp_path_factory):
-    build_dir = Path(os.environ.get("MP_CPP_BUILD_DIR") or tmp_path_factory.mktemp("cpp-build"))
-    return _Build(_configure(build_dir), build_dir)
+    return shared_build(tmp_path_factory)
 
 
 def _export(task: str, folder: Path, device: str = "cpu", precision: str = "fp32") -> Path:
@@ -110,7 +130,7 @@ def _export(task: str, folder: Path, device: str = "cpu", precision: str = "fp32
     One refinement step instead of three: the C++ path is the same and the compile takes half as long.
     """
     from mp_deploy.artifacts import Sidecar, describe_io, gpu_info, write_sidecar
-    from mp_deploy.backends.aoti import embed_contract_pt2
+    from mp_deploy.backends.aoti import CPU_CONFIGS, embed_contract_pt2
     from mp_deploy.configs import preset_to_dict
     from mp_deploy.precision import to_precision
     from mp_deploy.tasks import seeded_model
@@ -124,8 +144,9 @@ def _export(task: str, folder: Path, device: str = "cpu", precision: str = "fp32
     with torch.no_grad():
         ep = torch.export.export(model, (x,))
         # the wrapper at -O0 compiles faster; the kernels keep their optimisation level
-        torch._inductor.aoti_compile_and_package(
-            ep, package_path=str(path), inductor_configs={"aot_inductor.compile_wrapper_opt_level": "O0"})
+        # CPU: the package follows the runtime's thread count, as `mp-deploy build` compiles it (backends/aoti.py)
+        configs = {"aot_inductor.compile_wrapper_opt_level": "O0"} | (CPU_CONFIGS if device == "cpu" else {})
+        torch._inductor.aoti_compile_and_package(ep, package_path=str(path), inductor_configs=configs)
     preset = preset_to_dict(model.preset)
     inp, out = describe_io(task, preset, precision)
     side = Sidecar(task=task, preset=preset, size="tiny", backend="aoti", device=device, precision=precision,
@@ -139,7 +160,7 @@ def _export(task: str, folder: Path, device: str = "cpu", precision: str = "fp32
 
 @pytest.fixture(scope="module")
 def depth_pt2(build, tmp_path_factory):
-    return _export("depth", tmp_path_factory.mktemp("aoti"))
+    return shared_depth_pt2(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -461,8 +482,8 @@ def test_embedded_contract(mp_infer, depth_pt2, tmp_path, case, message):
 def test_shape_guard(mp_infer, depth_pt2, tmp_path):
     """Whatever the image's size, the package only ever sees the 64x64 input it was built for (images that do
     not fit are resized; the backend checks the shape again right before it runs), and the outputs come back
-    at the image's size."""
-    for h, w in [(1, 1), (63, 130), (65, 64)]:
+    at the image's size. (Sides under MIN_SIDE are refused: test_cpp_hostile.py.)"""
+    for h, w in [(32, 33), (63, 130), (65, 64)]:
         _image(tmp_path / "in.png", h, w, seed=h)
         r = _run(mp_infer, "--engine", depth_pt2, "--input", tmp_path / "in.png", "--output", tmp_path / "vis.png",
                  "--npy", tmp_path / "depth.npy")
@@ -507,18 +528,15 @@ def test_plugins(mp_infer, depth_pt2, tmp_path, case):
 
 
 def _peak_rss(exe, *args) -> tuple[int, str, int]:
-    """Exit status, stderr and peak resident memory (KB) of one run (killed after 120 s: a hang fails)."""
-    with open(os.devnull, "rb") as null, subprocess.Popen([str(exe), *map(str, args)], stdin=null,
-                                                           stderr=subprocess.PIPE, text=True) as proc:
-        timer = threading.Timer(120, proc.kill)
-        timer.start()
-        try:
-            stderr = proc.stderr.read()  # one line: the pipe cannot fill
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, stderr, usage.ru_maxrss
+    """Exit status, stderr and peak resident memory (KB) of one run (killed after 120 s: a hang fails), through
+    mp_peak_rss: ru_maxrss of a process started from this one (torch imported, some 300 MB) would be this
+    process's size, whatever the child does."""
+    launcher = Path(exe).parent / "mp_peak_rss"
+    r = subprocess.run([str(launcher), str(exe), *map(str, args)], stdin=subprocess.DEVNULL, capture_output=True,
+                       text=True, timeout=120, check=False)
+    last = r.stdout.splitlines()[-1]
+    assert last.startswith("peak_rss_kb "), r.stdout
+    return r.returncode, r.stderr, int(last.split()[1])
 
 
 @pytest.mark.parametrize("kind", ["png", "jpeg"])
@@ -561,18 +579,54 @@ def test_same_output_path(mp_infer, depth_pt2, tmp_path, outputs, message):
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
+# A rename that fails (EIO) for any path ending in /raw.png, through an LD_PRELOAD shim: the commit's last
+# rename fails for a reason no check before it can see (a folder in the way is refused before anything runs).
+FAILING_RENAME = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <string.h>
+static int doomed(const char* to) {
+  size_t n = strlen(to);
+  return n >= 8 && strcmp(to + n - 8, "/raw.png") == 0;
+}
+int rename(const char* from, const char* to) {
+  if (doomed(to)) { errno = EIO; return -1; }
+  return ((int (*)(const char*, const char*))dlsym(RTLD_NEXT, "rename"))(from, to);
+}
+int renameat2(int a, const char* from, int b, const char* to, unsigned flags) {
+  if (doomed(to)) { errno = EIO; return -1; }
+  return ((int (*)(int, const char*, int, const char*, unsigned))dlsym(RTLD_NEXT, "renameat2"))(a, from, b, to,
+                                                                                             flags);
+}
+"""
+
+
+def preload_library(tmp_path: Path, name: str, source: str) -> Path:
+    """A shared library compiled from C `source`, for LD_PRELOAD."""
+    (tmp_path / f"{name}.c").write_text(source)
+    lib = tmp_path / f"{name}.so"
+    subprocess.run([_compiler(), "-shared", "-fPIC", "-o", str(lib), str(tmp_path / f"{name}.c"), "-ldl"],
+                   check=True, capture_output=True, timeout=120)
+    return lib
+
+
 def test_failed_commit_leaves_nothing(mp_infer, depth_pt2, tmp_path):
-    """The last rename fails (a folder is in the way of --raw): the renames already done are undone, a file
-    that was at an output path before is put back, and no temporary is left."""
+    """The last rename fails (an LD_PRELOAD shim fails every rename onto raw.png): the renames already done are
+    undone, a file that was at an output path before is put back, and no temporary is left."""
+    shim = preload_library(tmp_path, "failing_rename", FAILING_RENAME)
     _image(tmp_path / "in.png", SIZE, SIZE)
     out = tmp_path / "out"
-    (out / "raw.png").mkdir(parents=True)
+    out.mkdir()
     (out / "vis.png").write_text("the previous preview")
-    r = _run_all(mp_infer, depth_pt2, tmp_path / "in.png", out)  # written: depth.npy, vis.png, then raw.png
+    r = subprocess.run([str(mp_infer), "--engine", str(depth_pt2), "--input", str(tmp_path / "in.png"), "--output",
+                        str(out / "vis.png"), "--raw", str(out / "raw.png"), "--npy", str(out / "depth.npy")],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "LD_PRELOAD": str(shim)},
+                       check=False)
+    # written: depth.npy, vis.png, then raw.png, whose rename fails
     assert r.returncode == 1 and "cannot rename onto" in r.stderr and "raw.png" in r.stderr, r.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["raw.png", "vis.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["vis.png"]
     assert (out / "vis.png").read_text() == "the previous preview"
-    assert list((out / "raw.png").iterdir()) == []
 
 
 # ---------------------------------------------------------------- fuzz
@@ -707,3 +761,43 @@ def test_cuda_package_matches_python(build, tmp_path):
     got = np.load(tmp_path / "depth.npy")
     assert got.shape == ref.shape == (1, 1, SIZE, SIZE)
     assert _rel_l2(got, ref) <= PARITY
+
+
+def _peak_threads(cmd, env) -> tuple[subprocess.CompletedProcess, int]:
+    """Run cmd, sampling its thread count (/proc/PID/task) until it exits (bounded: the run's own timeout)."""
+    proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    peak, deadline = 0, time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            peak = max(peak, len(os.listdir(f"/proc/{proc.pid}/task")))
+        except FileNotFoundError:
+            break
+        time.sleep(0.002)
+    out, err = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err), peak
+
+
+def test_cpu_thread_policy(mp_infer, depth_pt2, engine, tmp_path):
+    """--threads, else MP_DEPLOY_CPU_THREADS, sets the CPU package's OpenMP pool (issue 24: more threads than
+    spare cores collapse on a shared CPU); a bad value is refused before any work; the output does not change."""
+    img = _image(tmp_path / "in.png", SIZE, SIZE)
+    ref = engine.run(img)["depth"].numpy()
+    base = {k: v for k, v in os.environ.items() if k != "MP_DEPLOY_CPU_THREADS"}
+    peaks = {}
+    for name, flag, env in (("one", ["--threads", "1"], {}), ("four", ["--threads", "4"], {}),
+                            ("env-four", [], {"MP_DEPLOY_CPU_THREADS": "4"})):
+        npy = tmp_path / f"{name}.npy"
+        r, peaks[name] = _peak_threads([mp_infer, "--engine", depth_pt2, "--input", tmp_path / "in.png", "--npy", npy,
+                                        *flag], base | env)
+        assert r.returncode == 0, r.stderr
+        assert _rel_l2(np.load(npy), ref) <= PARITY
+    # four OpenMP threads mean at least three more than one thread (the pool's workers, the main thread)
+    assert peaks["four"] >= peaks["one"] + 3 and peaks["env-four"] >= peaks["one"] + 3, peaks
+    for flag, env, says in ((["--threads", "0"], {}, "--threads must be a whole number from 1 to 4096"),
+                            (["--threads", "x"], {}, "--threads must be a whole number"),
+                            ([], {"MP_DEPLOY_CPU_THREADS": "lots"}, "MP_DEPLOY_CPU_THREADS must be a whole number"),
+                            ([], {"MP_DEPLOY_CPU_THREADS": "5000"}, "MP_DEPLOY_CPU_THREADS must be")):
+        npy = tmp_path / "refused.npy"
+        r = subprocess.run([str(mp_infer), "--engine", str(depth_pt2), "--input", str(tmp_path / "in.png"), "--npy",
+                            str(npy), *flag], capture_output=True, text=True, timeout=300, env=base | env)
+        assert r.returncode != 0 and says in r.stderr and not npy.exists(), (flag, env, r.stderr)

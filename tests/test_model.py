@@ -99,8 +99,10 @@ def test_unknown_preset_and_size():
         build_model("seg", preset="nyu")
     with pytest.raises(UsageError, match="unknown task"):
         build_model("banana")
-    with pytest.raises(UsageError, match="refine_steps must be at least 1"):
+    with pytest.raises(UsageError, match="refine_steps 0 is out of bounds"):
         build_model("depth", refine_steps=0)
+    with pytest.raises(UsageError, match="refine_steps 17 is out of bounds"):  # refused before building 17 passes
+        build_model("depth", refine_steps=17)
 
 
 def test_sd15_numerics_settings_pinned():

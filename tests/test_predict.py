@@ -120,7 +120,8 @@ def test_read_rgb_converts_modes_and_names_bad_files(tmp_path):
 # ------------------------------------------------------------------ inputs and shards
 
 def test_listing_is_sorted_recursive_and_shards_cover_it_once(folder, tmp_path, monkeypatch):
-    items, others = list_inputs(folder)
+    listing = list_inputs(folder)
+    items, others = listing.items, listing.others
     assert [i.key for i in items] == ["a.png", "bad.jpg", "sub/gray.png", "sub/rgba.png", "tiny.png"]
     assert others == 1 and [i.index for i in items] == list(range(5))
     for n in (1, 2, 3, 7):
@@ -134,7 +135,7 @@ def test_listing_is_sorted_recursive_and_shards_cover_it_once(folder, tmp_path, 
     monkeypatch.setenv("RANK", "2"), monkeypatch.setenv("WORLD_SIZE", "3")  # torchrun's
     assert parse_shard("auto") == (2, 3)
     (tmp_path / "a.png").touch(), (tmp_path / "a.jpg").touch()
-    assert [i.stem for i in list_inputs(tmp_path)[0]] == ["a_jpg", "a_png"]  # same stem: no output collides
+    assert [i.stem for i in list_inputs(tmp_path).items] == ["a_jpg", "a_png"]  # same stem: no output collides
 
 
 # ------------------------------------------------------------------ end to end: depth, eager and ONNX

@@ -16,7 +16,7 @@ from mp_deploy import demo, tasks
 from mp_deploy.checkpoints import load_model, save_checkpoint
 from mp_deploy.train import build
 from mp_deploy.train.recipes import get_recipe
-from mp_deploy.util import atomic_write
+from mp_deploy.files import atomic_write
 
 
 def main(argv=None) -> int:

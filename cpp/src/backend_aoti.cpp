@@ -1,6 +1,8 @@
 // AOTInductor .pt2 packages through libtorch (CPU or CUDA, whichever the package was compiled for).
 #include <dlfcn.h>
 
+#include <ATen/Parallel.h>
+
 #include <ATen/ops/from_blob.h>
 #include <torch/types.h>
 #include <c10/core/InferenceMode.h>
@@ -49,6 +51,9 @@ class AotiBackend : public Backend {
       device_ = c10::Device(c10::kCUDA, index);
     }
     load_op_libraries(s);
+    // a CPU package's kernels run on torch's OpenMP pool: the policy's count (more threads than cores to spare
+    // makes a busy machine's fork/join regions wait on preempted threads: cpu_threads in engine.h)
+    if (!device_.is_cuda()) at::set_num_threads(cpu_threads(options.cpu_threads));
     // the package's model container is created right away: give it this device's CUDA context first (a fresh
     // process has none until a first CUDA allocation)
     if (device_.is_cuda()) torch::empty({1}, torch::TensorOptions().device(device_));

@@ -23,10 +23,11 @@ json read_contract(const std::string& artifact) {
     throw Error(artifact + " holds " + (found.empty() ? "no contract" : "several contracts") + " (" + entry +
                 "): not built by mp-deploy build, or altered");
   std::string text = zip_read_stored(artifact, found[0], kMaxContractBytes);
+  check_json_text(text, "the contract inside " + artifact);  // what Python's parse_json refuses too
   try {
     return json::parse(text);
   } catch (const json::exception& e) {
-    throw Error("the contract inside " + artifact + " is not valid JSON: " + e.what());
+    throw Error("the contract inside " + artifact + " is not valid JSON: " + shortened(e.what()));
   }
 }
 

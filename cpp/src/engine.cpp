@@ -1,7 +1,10 @@
 // Engine: sidecar checks, backend choice, and the image -> network -> task output path.
 #include <algorithm>
 #include <cmath>
+#include <cerrno>
+#include <cstdlib>
 #include <cstring>
+#include <sched.h>
 
 #include "backend.h"
 #include "mp_deploy/engine.h"
@@ -14,6 +17,26 @@ int64_t Tensor::numel() const {
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
   return n;
+}
+
+int cpu_threads(int requested) {
+  constexpr long kMaxThreads = 4096;  // as MAX_THREADS in mp_deploy/cpu_threads.py
+  if (requested > 0) {
+    if (requested > kMaxThreads) throw Error("cpu_threads must be from 1 to 4096, got " + std::to_string(requested));
+    return requested;
+  }
+  if (const char* text = std::getenv("MP_DEPLOY_CPU_THREADS"); text && *text) {
+    char* end = nullptr;
+    errno = 0;
+    long n = std::strtol(text, &end, 10);
+    if (errno || *end || n < 1 || n > kMaxThreads)
+      throw Error("MP_DEPLOY_CPU_THREADS must be a whole number from 1 to 4096, got '" +
+                  std::string(text).substr(0, 40) + "'");
+    return int(n);
+  }
+  cpu_set_t mask;
+  int cpus = sched_getaffinity(0, sizeof(mask), &mask) == 0 ? CPU_COUNT(&mask) : 1;
+  return std::max(1, cpus / 2);
 }
 
 // The compiled-in backends by the sidecar's backend name (mp_deploy/backends: one C++ file per backend).

@@ -105,6 +105,53 @@ std::string printable(const std::string& text) {
   return text.size() > 80 ? out + "..." : out;
 }
 
+std::string shortened(const std::string& message) {
+  return message.size() > 200 ? message.substr(0, 200) + "..." : message;
+}
+
+void check_json_text(const std::string& text, const std::string& where) {
+  const int kMaxDepth = 64;          // mp_deploy.files.MAX_JSON_DEPTH
+  const size_t kMaxIntDigits = 4300;  // sys.get_int_max_str_digits()'s default
+  if (text.compare(0, 3, "\xEF\xBB\xBF") == 0)
+    throw Error(where + " is not valid JSON: it starts with a UTF-8 byte order mark");
+  auto digit = [&](size_t i) { return i < text.size() && text[i] >= '0' && text[i] <= '9'; };
+  int depth = 0;
+  bool in_string = false, escaped = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    char ch = text[i];
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (ch == '\\') escaped = true;
+      else if (ch == '"') in_string = false;
+    } else if (ch == '"') {
+      in_string = true;
+    } else if (ch == '[' || ch == '{') {
+      if (++depth > kMaxDepth)
+        throw Error(where + ": JSON nested deeper than " + std::to_string(kMaxDepth) + " levels");
+    } else if (ch == ']' || ch == '}') {
+      --depth;
+    } else if (ch == '-' || digit(i)) {  // a number: -?digits(.digits)?([eE][+-]?digits)?, consumed whole
+      size_t end = i + (ch == '-');
+      while (digit(end)) ++end;
+      size_t int_digits = end - i - (ch == '-');
+      bool integer = true;
+      if (end < text.size() && text[end] == '.') {
+        integer = false;
+        for (++end; digit(end);) ++end;
+      }
+      if (end < text.size() && (text[end] == 'e' || text[end] == 'E')) {
+        integer = false;
+        if (++end < text.size() && (text[end] == '+' || text[end] == '-')) ++end;
+        while (digit(end)) ++end;
+      }
+      if (integer && int_digits > kMaxIntDigits)
+        throw Error(where + " is not valid JSON: an integer of " + std::to_string(int_digits) + " digits, more than " +
+                    std::to_string(kMaxIntDigits) + " (Python's int() limit)");
+      i = end - 1;  // end > i: at least the '-' or one digit
+    }
+  }
+}
+
 void check_schema(const json& node, const json& value, const std::string& where) {
   if (value.is_null()) {
     if (node.value("nullable", false)) return;

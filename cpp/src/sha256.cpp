@@ -6,6 +6,7 @@
 #include <cstring>
 #include <vector>
 
+#include "files.h"
 #include "mp_deploy/engine.h"
 
 namespace mp {
@@ -76,8 +77,7 @@ std::string Sha256::hexdigest() {
 }
 
 std::string sha256_file(const std::string& path) {
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) throw Error("cannot read " + path + ": " + std::strerror(errno));
+  FILE* f = fopen_regular(path, "cannot read");  // never a FIFO or a device: a read that could block or not end
   Sha256 h;
   std::vector<uint8_t> buf(1 << 20);
   size_t n;

@@ -1,12 +1,17 @@
 // Reads <artifact>.json and checks it against the schema and the artifact, like read_sidecar in
 // mp_deploy/artifacts.py (machine checks are the backends').
 #include <sys/stat.h>
+#include <unistd.h>
 
-#include <fstream>
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
 #include <nlohmann/json.hpp>
-#include <sstream>
+#include <optional>
 
 #include "contract.h"
+#include "files.h"
 #include "mp_deploy/engine.h"
 #include "schema.h"
 #include "sha256.h"
@@ -29,41 +34,64 @@ std::string folder_of(const std::string& path) {
   return slash == std::string::npos ? "." : path.substr(0, slash == 0 ? 1 : slash);
 }
 
-bool is_file(const std::string& path, int64_t* size = nullptr) {
+// false when nothing is at `path`; mp::Error naming what is there when it is not a regular file (a FIFO, a
+// folder, a device, a symbolic link loop: never opened); true with its size for a regular file (links followed).
+bool is_file(const std::string& path, const std::string& what, int64_t* size = nullptr) {
   struct stat st;
-  if (stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
+  if (stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return false;
+    if (errno == ELOOP) throw Error(what + " " + path + ": not a regular file (a symbolic link loop)");
+    throw Error(what + " " + path + ": " + std::strerror(errno));
+  }
+  if (!S_ISREG(st.st_mode)) throw Error(what + " " + path + ": not a regular file (" + file_kind(st.st_mode) + ")");
   if (size) *size = st.st_size;
   return true;
 }
 
 json parse_sidecar(const std::string& path) {
-  int64_t size = 0;
-  is_file(path, &size);
-  if (size > kMaxSidecarBytes)
-    throw Error("sidecar " + path + " is " + std::to_string(size) + " bytes: too large to be a sidecar");
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  if (!in) throw Error("cannot read sidecar " + path);
+  // read through a descriptor checked to be a regular file, at most kMaxSidecarBytes + 1 bytes: the size is
+  // what was read, not what stat said
+  int fd = open_regular(path, "sidecar");
+  std::string text;
+  char buf[1 << 16];
+  ssize_t got;
+  while (int64_t(text.size()) <= kMaxSidecarBytes && (got = read(fd, buf, sizeof buf)) != 0) {
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      close(fd);
+      throw Error("cannot read sidecar " + path + ": " + std::strerror(err));
+    }
+    text.append(buf, size_t(got));
+  }
+  close(fd);
+  if (int64_t(text.size()) > kMaxSidecarBytes)
+    throw Error("sidecar " + path + " is more than " + std::to_string(kMaxSidecarBytes) +
+                " bytes: too large to be a sidecar");
+  check_json_text(text, "sidecar " + path);  // what Python's parse_json refuses too
   try {
-    return json::parse(text.str());
+    return json::parse(text);
   } catch (const json::exception& e) {
-    throw Error("sidecar " + path + " is not valid JSON: " + e.what());
+    throw Error("sidecar " + path + " is not valid JSON: " + shortened(e.what()));
   }
 }
+
+// A byte count from a validated sidecar (schema: an integer >= 0), whatever its size: 2**63 or more is not
+// wrapped to a negative int64 (which would read as "unchecked").
+uint64_t byte_count(const json& value) { return value.is_number_unsigned() ? value.get<uint64_t>() : ~uint64_t(0); }
 
 // A file named by the sidecar: a plain name (the schema's pattern says so too; checked again before the
 // name becomes a path), in the artifact's folder, with the recorded size and sha256.
 std::string check_beside(const std::string& artifact, const std::string& name, const std::string& field,
-                         const std::string& sha256, int64_t bytes, bool verify_checksum) {
+                         const std::string& sha256, std::optional<uint64_t> bytes, bool verify_checksum) {
   if (name.empty() || name[0] == '.' || name.find_first_of("/\\") != std::string::npos)
     throw Error(field + " '" + printable(name) + "' is not a plain file name beside " + artifact);
   std::string path = folder_of(artifact) + "/" + name;
   int64_t size = 0;
-  if (!is_file(path, &size)) throw Error(path + " (" + field + " of " + artifact + ") is missing");
-  if (bytes >= 0 && size != bytes)
-    throw Error(path + " (" + field + ") is " + std::to_string(size) + " bytes, sidecar says " + std::to_string(bytes) +
-                ": truncated or replaced");
+  if (!is_file(path, field, &size)) throw Error(path + " (" + field + " of " + artifact + ") is missing");
+  if (bytes && uint64_t(size) != *bytes)
+    throw Error(path + " (" + field + ") is " + std::to_string(size) + " bytes, sidecar says " +
+                std::to_string(*bytes) + ": truncated or replaced");
   if (verify_checksum && sha256_file(path) != sha256)
     throw Error(path + " (" + field + ") does not match the checksum in its sidecar: corrupted or replaced");
   return path;
@@ -110,7 +138,7 @@ Sidecar to_struct(const json& j, const std::string& path) {
   s.max_depth = out.value("max_depth", 0.0);
   s.png16_scale = out.value("png16_scale", 0.0);
   s.file_sha256 = j["file_sha256"];
-  s.file_bytes = j["file_bytes"];
+  s.file_bytes = int64_t(std::min<uint64_t>(byte_count(j["file_bytes"]), INT64_MAX));
   s.torch_version = str_or_empty(j["versions"], "torch");
   s.tensorrt_version = str_or_empty(j["versions"], "tensorrt");
   if (!j["gpu"].is_null()) {
@@ -146,9 +174,10 @@ std::string ShapeRange::why_not(int64_t b, int64_t h, int64_t w) const {
 
 Sidecar read_sidecar(const std::string& artifact, const LoadOptions& options) {
   int64_t size = 0;
-  if (!is_file(artifact, &size)) throw Error("artifact not found: " + artifact);
+  if (!is_file(artifact, "artifact", &size)) throw Error("artifact not found: " + artifact);
   const std::string side = artifact + ".json";
-  if (!is_file(side)) throw Error(artifact + " has no sidecar " + side + ": re-export it with `mp-deploy build`");
+  if (!is_file(side, "sidecar"))
+    throw Error(artifact + " has no sidecar " + side + ": re-export it with `mp-deploy build`");
   json j = parse_sidecar(side);
   const json& schema = artifact_schema();
   if (j.is_object() && j.value("format", json()) != schema["format"])
@@ -167,16 +196,18 @@ Sidecar read_sidecar(const std::string& artifact, const LoadOptions& options) {
   if (backend == "onnx")
     throw Error(artifact + ": this C++ library cannot read the contract inside an ONNX model (protobuf metadata) "
                 "and runs none; use the Python runtime (ONNX Runtime)");
-  if (size != j["file_bytes"].get<int64_t>())
+  if (uint64_t(size) != byte_count(j["file_bytes"]))
     throw Error(artifact + " is " + std::to_string(size) + " bytes, sidecar says " + j["file_bytes"].dump() +
                 ": truncated or replaced");
   if (options.verify_checksum && sha256_file(artifact) != j["file_sha256"])
     throw Error(artifact + " does not match the checksum in its sidecar: corrupted or replaced");
   for (const auto& extra : j["extra_files"])
-    check_beside(artifact, extra["name"], "external data", extra["sha256"], extra["bytes"], options.verify_checksum);
+    check_beside(artifact, extra["name"], "external data", extra["sha256"], byte_count(extra["bytes"]),
+                 options.verify_checksum);
   Sidecar s = to_struct(j, side);
   for (const auto& plugin : j["plugins"])  // always hashed: these are loaded as native code
-    s.plugin_libraries.push_back(check_beside(artifact, plugin["name"], "plugin library", plugin["sha256"], -1, true));
+    s.plugin_libraries.push_back(
+        check_beside(artifact, plugin["name"], "plugin library", plugin["sha256"], std::nullopt, true));
   if (backend == "aoti" || backend == "torch-tensorrt") check_embedded_contract(artifact, j);
   // a TensorRT plan cannot hold the contract: its checksum binds it, and the backend checks its tensors
   return s;

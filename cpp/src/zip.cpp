@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "files.h"
 #include "mp_deploy/engine.h"
 
 namespace mp {
@@ -22,10 +23,10 @@ uint64_t u64(const unsigned char* p) { return uint64_t(u32(p)) | uint64_t(u32(p 
 
 class File {
  public:
-  File(const std::string& path) : path_(path), fd_(open(path.c_str(), O_RDONLY | O_CLOEXEC)) {
-    struct stat st;
-    if (fd_ < 0 || fstat(fd_, &st) != 0) throw Error("cannot open " + path + ": " + std::strerror(errno));
-    size_ = uint64_t(st.st_size);
+  File(const std::string& path) : path_(path) {
+    off_t size = 0;
+    fd_ = open_regular(path, "cannot open", &size);  // a regular file: never blocks, never a device
+    size_ = uint64_t(size);
   }
   ~File() {
     if (fd_ >= 0) close(fd_);
@@ -45,7 +46,7 @@ class File {
 
  private:
   std::string path_;
-  int fd_;
+  int fd_ = -1;
   uint64_t size_ = 0;
 };
 

@@ -3,9 +3,12 @@
 //   mp_infer --engine FILE --input IMAGE --output OUT.png [--raw OUT16.png] [--npy OUT.npy] [--colormap]
 //
 // Every output is written under a temporary name and renamed only once all of them are complete, all or
-// none (a failed rename undoes the others), so a failed run leaves none behind. Errors are one line on
-// stderr, `mp_infer: error: ...`, with exit status 1 (2 for bad arguments).
+// none (a failed rename undoes the others), so a failed run leaves none behind. An output path where something
+// other than a regular file is (a device, FIFO, socket, folder or symbolic link) is refused before anything
+// runs, and again right before the rename; inputs that are not regular files are refused without blocking.
+// Errors are one line on stderr, `mp_infer: error: ...`, with exit status 1 (2 for bad arguments).
 #include <limits.h>
+#include <signal.h>
 #include <stdlib.h>
 
 #include <cmath>
@@ -23,6 +26,7 @@ namespace {
 
 const char* kUsage =
     "usage: mp_infer --engine FILE --input IMAGE [--output OUT.png] [--raw OUT16.png] [--npy OUT.npy] [--colormap]\n"
+    "                [--threads N]\n"
     "  --engine    an exported .pt2 (AOTInductor) or .engine (TensorRT) with its .json sidecar\n"
     "  --input     a PNG or JPEG image (resized to the engine's optimal size if it does not fit the engine)\n"
     "  --output    depth: 8-bit PNG (near is bright; viridis with --colormap, else grayscale);\n"
@@ -30,20 +34,21 @@ const char* kUsage =
     "  --raw       depth: 16-bit PNG of depth * png16_scale (sidecar); seg: 8/16-bit label PNG\n"
     "  --npy       the network's raw float32 output (B, C, h, w) as a NumPy .npy file\n"
     "  --colormap  colour-map the depth preview\n"
+    "  --threads   CPU artifacts: intra-op threads (1-4096; default MP_DEPLOY_CPU_THREADS, else half the CPUs)\n"
     "Pose keypoints are printed to stdout as 'index x y score' in image pixels.\n";
 
 void usage(std::ostream& out) {
-  out << kUsage << "Images of more than " << mp::max_pixels() << " pixels (the artifact schema's max_pixels) are "
-      << "refused from their header.\n";
+  out << kUsage << "Images of more than " << mp::max_pixels() << " pixels (the artifact schema's max_pixels) or "
+      << "with a side under " << mp::min_side() << " pixels are refused from their header.\n";
 }
 
 struct Args {
-  std::string engine, input, output, raw, npy;
+  std::string engine, input, output, raw, npy, threads;
   bool colormap = false;
 };
 
 // The file an output path names: its folder resolved (links, ., ..), its own name kept (it may not exist
-// yet, and a link there is replaced by the rename, not followed).
+// yet; a link there is refused, never followed or replaced).
 std::string as_output(const std::string& path) {
   size_t slash = path.find_last_of('/');
   std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
@@ -76,7 +81,8 @@ bool distinct_paths(const Args& a) {
 
 bool parse(int argc, char** argv, Args* a) {
   std::map<std::string, std::string*> values = {{"--engine", &a->engine}, {"--input", &a->input},
-                                                {"--output", &a->output}, {"--raw", &a->raw}, {"--npy", &a->npy}};
+                                                {"--output", &a->output}, {"--raw", &a->raw}, {"--npy", &a->npy},
+                                                {"--threads", &a->threads}};
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "-h" || arg == "--help") {
@@ -96,6 +102,12 @@ bool parse(int argc, char** argv, Args* a) {
     std::cerr << "mp_infer: --engine and --input are required\n";
     return false;
   }
+  if (!a->threads.empty() && (a->threads.size() > 4 || a->threads.find_first_not_of("0123456789") != std::string::npos ||
+                              std::stoi(a->threads) < 1 || std::stoi(a->threads) > 4096)) {
+    std::cerr << "mp_infer: --threads must be a whole number from 1 to 4096, got '" << a->threads.substr(0, 40)
+              << "'\n";
+    return false;
+  }
   if (a->output.empty() && a->raw.empty() && a->npy.empty()) {
     std::cerr << "mp_infer: give at least one of --output, --raw, --npy\n";
     return false;
@@ -104,8 +116,13 @@ bool parse(int argc, char** argv, Args* a) {
 }
 
 int run(const Args& a) {
+  // before any work: an output path where a device, FIFO, socket, folder or link is (checked again at the rename)
+  for (const auto& [path, option] : {std::pair{a.output, "--output"}, {a.raw, "--raw"}, {a.npy, "--npy"}})
+    if (!path.empty()) mp::check_replaceable(path, option);
+  mp::LoadOptions options;
+  options.cpu_threads = mp::cpu_threads(a.threads.empty() ? 0 : std::stoi(a.threads));  // a bad environment: now
   mp::Image image = mp::read_image(a.input);  // first: cheap, while loading hashes the whole engine
-  std::unique_ptr<mp::Engine> engine = mp::Engine::load(a.engine);
+  std::unique_ptr<mp::Engine> engine = mp::Engine::load(a.engine, options);
   mp::OutputPaths paths{a.output, a.raw, a.npy, a.colormap};
   mp::check_outputs(engine->sidecar(), paths);  // before running: outputs the task cannot write
   mp::Result r = engine->run(image);
@@ -120,6 +137,13 @@ int run(const Args& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // SIGTERM stops a run wherever it is, also when the parent left it ignored or blocked (both are inherited
+  // through exec); mp_infer has nothing to clean up that a kill would leave half done (outputs are renamed last)
+  signal(SIGTERM, SIG_DFL);
+  sigset_t term;
+  sigemptyset(&term);
+  sigaddset(&term, SIGTERM);
+  sigprocmask(SIG_UNBLOCK, &term, nullptr);
   Args args;
   if (!parse(argc, argv, &args)) {
     usage(std::cerr);

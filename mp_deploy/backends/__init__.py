@@ -3,18 +3,21 @@
 
     from mp_deploy import backends
     backends.get("onnx").label             # "ONNX Runtime"; UsageError naming the known ones otherwise
-    backends.names()                       # ("onnx", "aoti", "tensorrt", "torch-tensorrt")
+    backends.names()                       # ("onnx", "aoti", "tensorrt", "torch-tensorrt", "openvino")
     backends.auto_build("cpu")             # what `mp-deploy build --backend auto` builds here
+    backends.choose(folder)                # (the artifact `--engine folder --backend auto` runs here, why)
 
 A new backend registers itself with `register(MyBackend())` (docs/architecture.md: how to add a backend).
 """
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 from mp_deploy.backends.aoti import AOTIBackend
 from mp_deploy.backends.base import Backend, BuildOptions, Product
 from mp_deploy.backends.onnx import ONNXBackend
+from mp_deploy.backends.openvino import OpenVINOBackend
 from mp_deploy.backends.tensorrt import TensorRTBackend
 from mp_deploy.backends.torch_tensorrt import TorchTensorRTBackend
 from mp_deploy.errors import UsageError
@@ -104,8 +107,112 @@ def gpu_preference() -> tuple[str, ...]:
     return tuple(b.name for b in sorted(_BACKENDS.values(), key=lambda b: b.gpu_rank))
 
 
-for _backend in (ONNXBackend(), AOTIBackend(), TensorRTBackend(), TorchTensorRTBackend()):
+# ------------------------------------------------------------------ --backend auto among existing artifacts
+
+def candidates(folder, backend: str = AUTO, task: str | None = None, precision: str | None = None,
+               gpu: bool = False) -> list[tuple[Path, dict]]:
+    """(artifact, its sidecar as read, unverified) of every artifact in `folder` of `task` and `backend` (auto:
+    any) and `precision` (None: any) that can run here: CUDA artifacts only when `gpu`; no intermediates."""
+    from mp_deploy.errors import DataError
+    from mp_deploy.files import read_json
+
+    found = []
+    for f in sorted(Path(folder).iterdir()):
+        side = Path(f"{f}.json")
+        if not f.name.endswith(suffixes()) or is_intermediate(f) or not side.is_file():
+            continue  # an intermediate: TensorRT's parser input, which nothing runs
+        try:
+            meta = read_json(side)
+        except DataError:
+            continue
+        if not isinstance(meta, dict) or task not in (None, meta.get("task")) or meta.get("backend") not in _BACKENDS:
+            continue
+        if meta.get("device") == "cuda" and not gpu:
+            continue
+        if backend in (AUTO, meta["backend"]) and precision in (None, meta.get("precision")):
+            found.append((f, meta))
+    return found
+
+
+def _rank(item) -> tuple:
+    from mp_deploy.precision import PREFERENCE
+
+    path, meta = item
+    return (_BACKENDS[meta["backend"]].gpu_rank, PREFERENCE.get(meta.get("precision"), 99), path.name)
+
+
+def auto_choice(found: list[tuple[Path, dict]], machine: str, threads: int, gpu: bool) -> tuple[Path, str]:
+    """`--backend auto` among `found` (candidates: artifact, sidecar), for a run on `machine` (util.device_name)
+    with `threads` CPU threads -> (the artifact, why it was chosen):
+
+    - never an artifact whose sidecar records a failed parity check, while another is left;
+    - on a GPU machine: the backend of lowest rank (`gpu_rank`);
+    - on a CPU machine: the fastest latency that `mp-deploy build` measured on this machine (the sidecar's
+      `measured[machine]`), when every candidate has a measurement here at `threads` threads on the same input;
+      otherwise the stated order: backend rank, then precision (fp32, fp16, int8), then name."""
+    passed = [c for c in found if (c[1].get("parity") or {}).get("ok") is not False]
+    failed = [c[0].name for c in found if c not in passed]
+    note = f"; left out for a failed parity check: {', '.join(failed)}" if failed and passed else \
+        ("; every one of them failed its parity check" if failed else "")
+    found = passed or found
+    if len(found) == 1:
+        return found[0][0], f"the only artifact that runs here{note}"
+    if gpu:
+        path, meta = min(found, key=_rank)
+        return path, f"GPU machine: the backend of lowest rank ({meta['backend']}){note}"
+    records = {c[0]: (c[1].get("measured") or {}).get(machine) for c in found}
+    missing = [p.name for p, r in records.items() if not (isinstance(r, dict) and _number(r.get("median_ms")))]
+    why = None
+    if missing:
+        why = f"no build measurement on this machine ({machine}) for {', '.join(missing)}"
+    else:
+        other = [p.name for p, r in records.items() if r.get("threads") != threads]
+        inputs = {_shape(r.get("input")) for r in records.values()}
+        if other:
+            why = f"{', '.join(other)} measured at other thread counts than this run's {threads}"
+        elif len(inputs) > 1:
+            why = "measured on different inputs"
+    if why is None:
+        ranked = sorted(found, key=lambda c: (records[c[0]]["median_ms"], _rank(c)))
+        times = ", ".join(f"{p.name} {records[p]['median_ms']:.1f} ms" for p, _ in ranked)
+        return ranked[0][0], (f"fastest measured at build on this machine ({machine}, {threads} CPU "
+                              f"thread{'' if threads == 1 else 's'}, input "
+                              f"{_shape(records[ranked[0][0]].get('input'))}): {times}{note}")
+    path, meta = min(found, key=_rank)
+    return path, f"{why}: the stated order (backend rank, then fp32, fp16, int8) gives {meta['backend']}{note}"
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _shape(value) -> str:
+    return "x".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def choose(folder, backend: str = AUTO, task: str | None = None, precision: str | None = None,
+           threads: int | None = None, only=None) -> tuple[Path | None, str]:
+    """The artifact in `folder` that `--engine folder --backend BACKEND` runs on this machine, and why (None and
+    why not when there is none); `only`: among these files of it only."""
+    import torch
+
+    from mp_deploy.cpu_threads import cpu_threads
+    from mp_deploy.util import device_name
+
+    gpu = torch.cuda.is_available()
+    found = candidates(folder, backend, task, precision, gpu)
+    if only is not None:
+        keep = {Path(f).resolve() for f in only}
+        found = [c for c in found if c[0].resolve() in keep]
+    if not found:
+        what = f"{task or 'any'} task, backend {backend}" + (f", precision {precision}" if precision else "")
+        return None, f"no artifact for {what} that runs here"
+    return auto_choice(found, device_name("cpu"), cpu_threads(threads), gpu)
+
+
+for _backend in (ONNXBackend(), AOTIBackend(), TensorRTBackend(), TorchTensorRTBackend(), OpenVINOBackend()):
     register(_backend)
 
 __all__ = ["Backend", "BuildOptions", "Product", "register", "unregister", "registered", "get", "names",
-           "all_backends", "for_file", "suffixes", "is_intermediate", "auto_build", "all_available", "gpu_preference"]
+           "all_backends", "for_file", "suffixes", "is_intermediate", "auto_build", "all_available", "gpu_preference",
+           "candidates", "auto_choice", "choose"]

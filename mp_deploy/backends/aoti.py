@@ -18,6 +18,11 @@ from mp_deploy.errors import ArtifactError
 # The full model unrolls three UNet passes into one graph: keep Inductor from compiling and benchmarking
 # several launch configs for each of its ~1000 pointwise kernels (its heuristic config is kept).
 CUDA_CONFIGS = {"triton.autotune_pointwise": False}
+# CPU packages follow the thread count of the process that runs them (cpu_threads.py; C++: mp::cpu_threads).
+# Without this, Inductor sizes its per-thread reduction buffers for the compiling process's thread count while a
+# kernel's `omp parallel` takes the runtime's: a package built where torch had 2 threads and run with 4 writes
+# past those buffers (mp_infer --threads 4 crashed with SIGSEGV, tests/test_cpp.py::test_cpu_thread_policy).
+CPU_CONFIGS = {"cpp.dynamic_threads": True}
 
 
 def _has_config(name: str) -> bool:
@@ -80,13 +85,14 @@ def export_aoti(network, path: Path, program=None, kernels: bool | None = None, 
     artifact's, mp_deploy.artifacts) embedded in it."""
     import mp_deploy.kernels  # noqa: F401  (registers the kernels that ops.use_kernels switches on)
     from mp_deploy import ops
-    from mp_deploy.util import atomic_write
+    from mp_deploy.files import atomic_write
 
     kernels = network.device == "cuda" if kernels is None else kernels
     if program is None or kernels:
         with ops.use_kernels(kernels):
             program = network.export_program()
-    configs = {k: v for k, v in CUDA_CONFIGS.items() if _has_config(k)} if network.device == "cuda" else {}
+    wanted = CUDA_CONFIGS if network.device == "cuda" else CPU_CONFIGS
+    configs = {k: v for k, v in wanted.items() if _has_config(k)}
 
     def write(tmp):
         torch._inductor.aoti_compile_and_package(program, package_path=tmp, inductor_configs=configs)
@@ -137,5 +143,5 @@ class AOTIBackend(Backend):
     def check_machine(self, meta, artifact):
         check_torch_version(meta, artifact)
 
-    def load(self, path, meta, device):
+    def load(self, path, meta, device, threads=1):
         return AOTIRunner(path, meta["device"])

@@ -37,6 +37,7 @@ class BuildOptions:
     kernels: bool = False  # our Triton kernels inside CUDA packages
     opt_level: int = 3  # TensorRT builder optimization level
     out_dir: Path | None = None  # the output folder (TensorRT keeps its timing cache there)
+    source: Path | None = None  # the artifact this product is made from: the `reads` backend's (OpenVINO's ONNX)
 
 
 class Backend:
@@ -55,6 +56,12 @@ class Backend:
     gpu_only: bool = False  # its artifacts run on a GPU only (TensorRT plans)
     intermediate_suffixes: tuple[str, ...] = ()  # files its build writes that are inputs of a later step only
     bench_note: str = ""  # what its timings include beyond the network (bench tables)
+    # the precisions its build takes; "int8" is made from its own fp32 artifact by `quantize` (build makes or
+    # reuses that one first)
+    precisions: tuple[str, ...] = ("fp32", "fp16")
+    # the backend whose artifact its build converts (OpenVINO reads the ONNX): build makes or reuses that artifact
+    # first, at the same precision, and passes its path to `write` as options.source
+    reads: str = ""
 
     # ------------------------------------------------------------ here
     def available(self, device: str) -> tuple[bool, str]:
@@ -79,6 +86,12 @@ class Backend:
         contract embedded where the format can hold one -> the extra files written beside it."""
         raise NotImplementedError
 
+    def quantize(self, source: Path, path: Path, calibration, contract: dict) -> list[str]:
+        """Write the int8 artifact at `path` atomically from this backend's fp32 artifact `source`, calibrated on
+        `calibration` (network inputs: numpy float32 (1, 3, H, W) arrays), with `contract` embedded -> the extra
+        files written beside it. Only for backends with "int8" in `precisions`."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------ load and run
     def read_contract(self, path: Path) -> str | bytes | None:
         """The JSON text of the contract embedded in the artifact (ArtifactError when it should hold one and does
@@ -89,8 +102,9 @@ class Backend:
         """ArtifactError when this machine cannot run the artifact (versions, GPU model); the CUDA device itself
         is checked for every backend."""
 
-    def load(self, path: Path, meta: dict, device: str) -> Callable[[torch.Tensor], torch.Tensor]:
-        """A runner: the network's input (B, 3, H, W) in the contract's dtype -> its raw output tensor."""
+    def load(self, path: Path, meta: dict, device: str, threads: int = 1) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A runner: the network's input (B, 3, H, W) in the contract's dtype -> its raw output tensor. On the
+        CPU it runs on `threads` threads (mp_deploy.cpu_threads: torch's count is set already)."""
         raise NotImplementedError
 
     def __repr__(self) -> str:

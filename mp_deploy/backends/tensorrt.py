@@ -194,7 +194,7 @@ def build_engine(onnx_path: Path, engine_path: Path, shapes, input_name: str = "
                  optimization_level: int = 3, workspace_gb: float = 8.0,
                  timing_cache: Path | None = None) -> None:
     """Build and write (atomically) a serialized engine for the `shapes` (export.networks.ShapeRange)."""
-    from mp_deploy.util import atomic_write
+    from mp_deploy.files import atomic_write
 
     trt = tensorrt_module()
     builder, network, _parser = create_network(onnx_path)
@@ -303,5 +303,5 @@ class TensorRTBackend(Backend):
     def check_machine(self, meta, artifact):
         check_tensorrt_version(meta, artifact)
 
-    def load(self, path, meta, device):
+    def load(self, path, meta, device, threads=1):
         return TensorRTRunner(path, meta)

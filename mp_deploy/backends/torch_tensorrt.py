@@ -74,7 +74,7 @@ def build_package(network, path: Path, optimization_level: int = 3, contract: di
     with `contract` (the artifact's, mp_deploy.artifacts) embedded in it."""
     import mp_deploy.kernels  # noqa: F401  (registers the kernel that ops.use_kernels switches on)
     from mp_deploy import ops
-    from mp_deploy.util import atomic_write
+    from mp_deploy.files import atomic_write
 
     torch_tensorrt = torch_tensorrt_module()
     if torch_tensorrt is None:
@@ -128,7 +128,7 @@ class TorchTensorRTBackend(Backend):
         check_tensorrt_version(meta, artifact)
         check_torch_version(meta, artifact)
 
-    def load(self, path, meta, device):
+    def load(self, path, meta, device, threads=1):
         torch_tensorrt_module()  # its runtime op runs the engines inside the package
         from mp_deploy.kernels.tensorrt_plugins import register_plugins
 

@@ -15,21 +15,24 @@ reproducible whatever the number of workers or their order; call `set_epoch` at 
 """
 from __future__ import annotations
 
-import json
 import logging
+import math
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from mp_deploy.errors import DataError
+from mp_deploy.errors import DataError, MpDeployError
+from mp_deploy.files import read_json, read_text, special_kind
 from mp_deploy.images import IMAGE_SUFFIXES, read_map, read_rgb
 
 log = logging.getLogger("mp_deploy.data")
 
 # consecutive bad files after which a dataset is taken to be broken (a wrong root, a wrong list)
 MAX_CONSECUTIVE_BAD = 50
+MAX_SIDE = 4096  # a crop, scale or input size side read from a manifest (the recipes' crop bound too)
 
 
 # ------------------------------------------------------------------ files
@@ -41,31 +44,44 @@ def check_same_size(image: np.ndarray, target: np.ndarray, image_path, target_pa
 
 
 def read_list(path: str | Path) -> list[list[str]]:
-    """A split list: one sample per line, space-separated fields (blank lines ignored)."""
-    try:
-        with open(path) as f:
-            return [line.split() for line in f if line.strip()]
-    except OSError as e:
-        raise DataError(f"{path}: cannot read the file list ({e.strerror})") from None
+    """A split list: one sample per line, space-separated fields (blank lines ignored). Only a regular file is
+    read (a FIFO is refused, never waited on)."""
+    return [line.split() for line in read_text(path).splitlines() if line.strip()]
 
 
-def image_files(folder: str | Path) -> list[Path]:
-    """Image files directly in `folder`, sorted by name."""
+def check_folder(folder: str | Path, what: str) -> Path:
+    """`folder` if it is a folder, else DataError naming it and `what` it should hold."""
     folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"{folder}: no such folder")
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    found = special_kind(folder)
+    if found == "missing":
+        raise DataError(f"{folder}: no such folder ({what})")
+    if found != "a folder":
+        raise DataError(f"{folder}: not a folder ({found or 'a regular file'}; {what})")
+    return folder
+
+
+def image_files(folder: str | Path, what: str = "the images") -> list[Path]:
+    """Image files directly in `folder`, sorted by name. An entry with an image suffix that is not a regular file
+    (a FIFO, a device, a folder, a broken link) is left out with a warning naming it: nothing here ever opens it."""
+    folder = check_folder(folder, what)
+    files = []
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        found = special_kind(p)
+        if found is not None:
+            log.warning("skipping %s: not a regular file (%s)", p, found)
+            continue
+        files.append(p)
+    return files
 
 
 def load_manifest(root: str | Path) -> dict:
-    """A custom folder's dataset.json (docs/data.md)."""
+    """A custom folder's dataset.json (docs/data.md), read with mp_deploy.files' bounds (size, depth, numbers)."""
     path = Path(root) / "dataset.json"
-    try:
-        manifest = json.loads(path.read_text())
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror}); a custom data folder needs a dataset.json") from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON ({e})") from None
+    if special_kind(path) == "missing":
+        raise DataError(f"{path}: no such file; a custom data folder needs a dataset.json")
+    manifest = read_json(path)
     if not isinstance(manifest, dict) or not isinstance(manifest.get("task"), str):
         raise DataError(f"{path}: needs \"task\": the task name (depth, seg, pose)")
     return manifest
@@ -84,8 +100,123 @@ def read_manifest(root: Path, task: str) -> dict:
     return manifest
 
 
-def paired_files(images: list[Path], folder: Path, suffix: str) -> list[tuple[Path, Path]]:
-    """Each image with the file of the same stem + suffix in `folder` (a missing one fails when loaded)."""
+# ------------------------------------------------------------------ manifest values, each checked with one line
+
+def is_finite_number(value) -> bool:
+    """An int or float (not a bool) that is finite as a float: JSON's 1e400 is inf, and an integer of 400 digits
+    parses but overflows any float (math.isfinite would raise)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+class Manifest:
+    """The values of a dataset.json, each read with its check: a bad value is a DataError naming the file, the
+    key and what it must be."""
+
+    def __init__(self, data: dict, path: Path):
+        self.data, self.path = data, path
+
+    def bad(self, key: str, why: str):
+        value = repr(self.data.get(key))
+        raise DataError(f"{self.path}: {key!r} {why}, got {value[:80] + '...' if len(value) > 80 else value}")
+
+    def number(self, key: str, default: float, positive: bool = True) -> float:
+        value = self.data.get(key, default)
+        if not is_finite_number(value):
+            self.bad(key, "must be a finite number")
+        if positive and not value > 0:
+            self.bad(key, "must be positive")
+        return float(value)
+
+    def integer(self, key: str, default: int, lo: int, hi: int) -> int:
+        value = self.data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            self.bad(key, f"must be an integer in [{lo}, {hi}]")
+        return value
+
+    def string(self, key: str, default: str) -> str:
+        value = self.data.get(key, default)
+        if not isinstance(value, str) or not value:
+            self.bad(key, "must be a non-empty string")
+        return value
+
+    def size(self, key: str, default: tuple[int, int], multiple: int = 1, lo: int = 1) -> tuple[int, int]:
+        value = self.data.get(key, default)
+        if not isinstance(value, (list, tuple)) or len(value) != 2 or any(
+                isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= MAX_SIDE or v % multiple
+                for v in value):
+            self.bad(key, f"must be two integers in [{lo}, {MAX_SIDE}]"
+                     + (f", multiples of {multiple}" if multiple > 1 else ""))
+        return int(value[0]), int(value[1])
+
+    def names(self, key: str, default=None, limit: int = 65535) -> tuple[str, ...]:
+        value = self.data.get(key, default)
+        if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= limit or any(
+                not isinstance(v, str) or not v for v in value):
+            self.bad(key, f"must be a list of 1 to {limit} names (non-empty strings)")
+        if len(set(value)) != len(value):
+            self.bad(key, "must not name one thing twice")
+        return tuple(value)
+
+    def indices(self, key: str, default, count: int) -> tuple[int, ...]:
+        value = self.data.get(key, default)
+        if not isinstance(value, (list, tuple)) or any(
+                isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < count for v in value):
+            self.bad(key, f"must be a list of indices in [0, {count})")
+        return tuple(value)
+
+
+# ------------------------------------------------------------------ DataLoader workers
+
+def one_line(error: MpDeployError) -> MpDeployError:
+    """A typed error re-raised by a DataLoader from a worker process carries the worker's traceback as its
+    message ('Caught DataError in DataLoader worker process 0. Original Traceback ...'): the same error with
+    the original one line back."""
+    text = str(error)
+    if "\n" not in text:
+        return error
+    last = [line for line in text.splitlines() if line.strip()][-1].strip()
+    prefix = f"{type(error).__module__}.{type(error).__qualname__}: "
+    message = last[len(prefix):] if last.startswith(prefix) else last
+    try:
+        return type(error)(message)
+    except Exception:  # a subclass with another signature
+        return DataError(message)
+
+
+def one_line_errors(iterable):
+    """Iterate `iterable` (a DataLoader), a typed error from a worker re-raised as its one line (one_line). On
+    that error the DataLoader's iterator is let go before the error leaves, so its worker processes shut down
+    at once. Left to itself the iterator would wait for a garbage collection: torch's re-raise keeps it in a
+    reference cycle (the error's traceback holds the frames that hold the iterator and the error), and a cycle
+    collected whole may close the iterator's queues before the iterator asks its workers to stop: the workers
+    never hear it, ignore SIGTERM (evaluation.ignore_sigterm) and keep the interpreter's exit waiting."""
+    iterator = iter(iterable)
+    while True:
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        except MpDeployError as e:
+            error = one_line(e)  # made inside, raised outside the except clause: no reference to e's traceback
+            traceback.clear_frames(e.__traceback__)  # break the cycle: the finished frames drop the iterator
+            e.__traceback__ = None
+        else:
+            yield item
+            continue
+        del iterator
+        raise error
+
+
+def paired_files(images: list[Path], folder: Path, suffix: str, what: str = "the targets") -> list[tuple[Path, Path]]:
+    """Each image with the file of the same stem + suffix in `folder` (a missing one fails when loaded); a
+    missing `folder` is a DataError naming it."""
+    if images:
+        check_folder(folder, what)
     return [(p, folder / (p.stem + suffix)) for p in images]
 
 

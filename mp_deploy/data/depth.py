@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mp_deploy.data.base import PairedFiles, image_files, paired_files, read_list, read_manifest
-from mp_deploy.images import to_image_tensor
+from mp_deploy.data.base import Manifest, PairedFiles, is_finite_number, image_files, paired_files, read_list, read_manifest
+from mp_deploy.images import IMAGE_SUFFIXES, to_image_tensor
 from mp_deploy.data.transforms import hsv_to_rgb, lut, rgb_to_hsv
-from mp_deploy.errors import DataError
+from mp_deploy.errors import DataError, UsageError
 
 
 @dataclass(frozen=True)
@@ -113,8 +113,11 @@ class DepthFiles(PairedFiles):
                  eval_crop: str | None = None, min_depth: float = 1e-3, max_depth: float = 10.0,
                  protocol: str = "nyu"):
         super().__init__(pairs, augment, seed, substitute_bad)
+        if not (is_finite_number(depth_scale) and depth_scale > 0):
+            raise UsageError(f"depth_scale must be a positive finite number, got {depth_scale!r}")
         self.depth_scale, self.kb_crop = float(depth_scale), kb_crop
         self.eval_crop, self.min_depth, self.max_depth, self.protocol = eval_crop, min_depth, max_depth, protocol
+        self.sample_size = tuple(augment.crop) if augment is not None else None  # training crops; else as stored
 
     def load(self, index: int, rng: np.random.Generator) -> dict:
         image, raw, image_path, depth_path = self.read_pair(index)
@@ -182,12 +185,18 @@ def depth_folder(root: str | Path, split: str, crop: tuple[int, int] | None = No
                  seed: int = 0) -> DepthFiles:
     """A custom depth folder (docs/data.md): `<split>/images/NAME.jpg|png` with `<split>/depth/NAME.png`."""
     root = Path(root)
-    manifest = read_manifest(root, "depth")
-    scale = float(manifest.get("depth_scale", 1000.0))
-    max_depth = float(manifest.get("max_depth", 10.0))
+    manifest = Manifest(read_manifest(root, "depth"), root / "dataset.json")
+    scale = manifest.number("depth_scale", 1000.0)
+    max_depth = manifest.number("max_depth", 10.0)
+    if not max_depth > 1e-3:  # the evaluation range is (0.001, max_depth)
+        manifest.bad("max_depth", "must be more than the 0.001 m the evaluation range starts at")
+    protocol = manifest.string("protocol", "nyu")
     augment = split == "train" if augment is None else augment
     if augment and crop is None:
         raise DataError(f"{root}: training on a depth folder needs a crop size")
-    pairs = paired_files(image_files(root / split / "images"), root / split / "depth", ".png")
+    images = image_files(root / split / "images", f"the {split} split's images")
+    if not images:
+        raise DataError(f"{root / split / 'images'}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+    pairs = paired_files(images, root / split / "depth", ".png", f"the {split} split's depth maps")
     return DepthFiles(pairs, scale, DepthAugment(tuple(crop)) if augment else None, seed=seed,
-                      eval_crop=None, max_depth=max_depth, protocol=manifest.get("protocol", "nyu"))
+                      eval_crop=None, max_depth=max_depth, protocol=protocol)

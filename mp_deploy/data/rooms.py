@@ -42,7 +42,7 @@ from mp_deploy.data.rooms_look import (Finish, Light, Sensor, ceiling_finish, co
                                        develop, floor_finish, furniture_finish, light_color, patterned, sample_sensor,
                                        shade, srgb, texture, wall_finish, window_pane, wood)
 from mp_deploy.data.rooms_people import Person, sample_person
-from mp_deploy.data.synthetic import CEILING, FLOOR, MAX_DEPTH, MIN_DEPTH, WALL, Rendering
+from mp_deploy.data.scene import CEILING, FLOOR, MAX_DEPTH, MIN_DEPTH, WALL, Rendering
 from mp_deploy.errors import DataError
 
 MAX_ATTEMPTS = 12

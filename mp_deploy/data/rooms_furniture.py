@@ -17,7 +17,7 @@ import numpy as np
 from mp_deploy.data.rooms_geometry import Ball, Box, Cylinder, Thing
 from mp_deploy.data.rooms_look import (NOISE, STRIPES, Finish, books, fabric, furniture_finish, glow, light_color,
                                        metal, panels, patterned, srgb, wood)
-from mp_deploy.data.synthetic import BOX, CYLINDER, SPHERE
+from mp_deploy.data.scene import BOX, CYLINDER, SPHERE
 
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from mp_deploy.data.rooms_geometry import Ball, Box, Capsule, Thing
 from mp_deploy.data.rooms_look import NOISE, Finish, fabric, furniture_finish, patterned, skin, srgb
-from mp_deploy.data.synthetic import BOX, FIGURE
+from mp_deploy.data.scene import BOX, FIGURE
 
 UP = np.array([0.0, 1.0, 0.0])
 POSES = ("stand", "walk", "arms_up", "reach", "wave", "sit", "bend", "squat")

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mp_deploy.data.base import PairedFiles, image_files, paired_files, read_manifest
-from mp_deploy.images import to_image_tensor
+from mp_deploy.data.base import Manifest, PairedFiles, image_files, paired_files, read_manifest
+from mp_deploy.images import IMAGE_SUFFIXES, to_image_tensor
 from mp_deploy.data.transforms import hsv_to_rgb, pad_to, rescale_size, resize_image, resize_nearest, rgb_to_hsv
 from mp_deploy.errors import DataError
 
@@ -132,6 +132,7 @@ class SegFiles(PairedFiles):
                  label_map=None, seed: int = 0, substitute_bad: bool | None = None, protocol: str = "ade20k"):
         super().__init__(pairs, augment, seed, substitute_bad)
         self.num_classes, self.label_map, self.protocol = num_classes, label_map, protocol
+        self.sample_size = tuple(augment.crop) if augment is not None else None  # training crops; else as stored
 
     def load(self, index: int, rng: np.random.Generator) -> dict:
         image, stored, image_path, label_path = self.read_pair(index)
@@ -152,7 +153,8 @@ def ade20k(root: str | Path, split: str, augment: SegAugment | None | bool = Non
     if folder is None:
         raise DataError(f"ADE20K has splits train and val, not {split!r}")
     root = Path(root)
-    pairs = paired_files(image_files(root / "images" / folder), root / "annotations" / folder, ".png")
+    pairs = paired_files(image_files(root / "images" / folder, f"ADE20K's {split} images"),
+                         root / "annotations" / folder, ".png", f"ADE20K's {split} annotations")
     return SegFiles(pairs, ADE20K_CLASSES, pick_augment(augment, split, ADE20K_AUGMENT), reduce_zero_label,
                     seed=seed, protocol="ade20k")
 
@@ -200,16 +202,20 @@ def seg_folder(root: str | Path, split: str, augment: SegAugment | None | bool =
     """A custom segmentation folder (docs/data.md): `<split>/images/NAME.jpg|png` with `<split>/labels/NAME.png`
     holding class indices; dataset.json gives the classes, ignore_index and an optional training scale/crop."""
     root = Path(root)
-    manifest = read_manifest(root, "seg")
-    classes = manifest.get("classes")
-    if not classes:
-        raise DataError(f"{root / 'dataset.json'}: 'classes' (a list of class names) is required")
-    ignore = int(manifest.get("ignore_index", IGNORE_INDEX))
+    manifest = Manifest(read_manifest(root, "seg"), root / "dataset.json")
+    if "classes" not in manifest.data:
+        manifest.bad("classes", "(a list of class names) is required")
+    classes = manifest.names("classes", limit=IGNORE_INDEX)
+    ignore = manifest.integer("ignore_index", IGNORE_INDEX, 0, 65535)
     label_map = None if ignore == IGNORE_INDEX else IgnoreMap(ignore)
-    default = SegAugment(scale=tuple(manifest.get("scale", (2048, 512))), crop=tuple(manifest.get("crop", (512, 512))))
-    pairs = paired_files(image_files(root / split / "images"), root / split / "labels", ".png")
+    default = SegAugment(scale=manifest.size("scale", (2048, 512)), crop=manifest.size("crop", (512, 512)))
+    protocol = manifest.string("protocol", "ade20k")
+    images = image_files(root / split / "images", f"the {split} split's images")
+    if not images:
+        raise DataError(f"{root / split / 'images'}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+    pairs = paired_files(images, root / split / "labels", ".png", f"the {split} split's label maps")
     return SegFiles(pairs, len(classes), pick_augment(augment, split, default), label_map, seed=seed,
-                    protocol=manifest.get("protocol", "ade20k"))
+                    protocol=protocol)
 
 
 class IgnoreMap:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mp_deploy.data.base import SampleDataset
+from mp_deploy.data.base import MAX_SIDE, SampleDataset
 from mp_deploy.images import to_image_tensor
 from mp_deploy.data.depth import DepthAugment, augment_depth
 from mp_deploy.data.figures import Figure, sample_figure
@@ -29,11 +29,11 @@ from mp_deploy.data.render import (CHECKER, NOISE, PLAIN, STRIPES, Camera, Hits,
                                    box_axes, capsule, capsule_normal, cylinder, oriented_box, rays_near, room_exit,
                                    shade, sphere)
 from mp_deploy.data.seg import SegAugment, augment_seg
-from mp_deploy.errors import DataError
+from mp_deploy.errors import DataError, UsageError
 
-CLASSES = ("floor", "wall", "ceiling", "box", "sphere", "cylinder", "figure")
-FLOOR, WALL, CEILING, BOX, SPHERE, CYLINDER, FIGURE = range(len(CLASSES))
-MIN_DEPTH, MAX_DEPTH = 0.5, 10.0
+from mp_deploy.data.scene import (BOX, CEILING, CLASSES, CYLINDER, FIGURE, FLOOR, MAX_DEPTH, MIN_DEPTH,  # noqa: F401
+                                  SPHERE, WALL, Rendering)
+
 DEPTH_PNG_SCALE = 1000.0  # the depth strip augmentation sees NYU-like PNG units (millimetres)
 MAX_REDRAWS = 20
 
@@ -47,15 +47,6 @@ class Scene:
     objects: list  # dicts: kind, material, params
     figures: list[Figure]
     light: Lighting
-
-
-@dataclass
-class Rendering:
-    image: np.ndarray  # (H, W, 3) uint8
-    depth: np.ndarray  # (H, W) float32 metres
-    labels: np.ndarray  # (H, W) uint8, CLASSES
-    instances: np.ndarray  # (H, W) int32: 0 room, 1.. objects then figures
-    people: list  # dicts: keypoints (17, 3) x, y, flag; box [x, y, w, h]; area (pixels); instance
 
 
 # ------------------------------------------------------------------ sampling
@@ -273,6 +264,14 @@ def scene_function(family: str):
 
 SCENE_FAMILIES = ("rooms", "unseen", "classic")
 
+def check_size(size, what: str) -> tuple[int, int]:
+    """(h, w) of two integers in [16, MAX_SIDE], else UsageError naming `what`."""
+    if not isinstance(size, (list, tuple)) or len(size) != 2 or any(
+            isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 16 <= v <= MAX_SIDE for v in size):
+        raise UsageError(f"synthetic data: {what} must be two integers in [16, {MAX_SIDE}], got {size!r}")
+    return int(size[0]), int(size[1])
+
+
 class SyntheticDepth(SampleDataset):
     """Synthetic depth samples at `size`; `augment` applies the reference's depth augmentation (the crop is the
     full size, so it only flips, colours and strips)."""
@@ -281,9 +280,10 @@ class SyntheticDepth(SampleDataset):
 
     def __init__(self, size=(128, 128), length: int = 100_000, seed: int = 0, augment: bool = False,
                  scenes: str = "rooms"):
-        self.size, self.length, self.seed, self.scenes = tuple(size), length, seed, scenes
+        self.size, self.length, self.seed, self.scenes = check_size(size, "size"), length, seed, scenes
         self.render = scene_function(scenes)
         self.augment = DepthAugment(self.size) if augment else None
+        self.sample_size = self.size
 
     def __len__(self) -> int:
         return self.length
@@ -307,9 +307,10 @@ class SyntheticSeg(SampleDataset):
 
     def __init__(self, size=(128, 128), length: int = 100_000, seed: int = 0, augment: bool = False,
                  scenes: str = "rooms"):
-        self.size, self.length, self.seed, self.scenes = tuple(size), length, seed, scenes
+        self.size, self.length, self.seed, self.scenes = check_size(size, "size"), length, seed, scenes
         self.render = scene_function(scenes)
         self.augment = SegAugment(scale=(4 * max(size), min(size)), crop=self.size) if augment else None
+        self.sample_size = self.size
 
     def __len__(self) -> int:
         return self.length
@@ -331,12 +332,14 @@ class SyntheticPose(SampleDataset):
 
     def __init__(self, input_size=(128, 96), length: int = 100_000, seed: int = 0, augment: bool = False,
                  scene_size: tuple[int, int] | None = None, sigma: float = 2.0, scenes: str = "rooms"):
+        input_size = check_size(input_size, "input_size")
         side = int(1.5 * max(input_size))
-        self.scene_size = tuple(scene_size) if scene_size else (side, side)
+        self.scene_size = check_size(scene_size, "scene_size") if scene_size else (side, side)
         self.length, self.seed, self.scenes = length, seed, scenes
         self.render = scene_function(scenes)
         self.cfg = TopDown(input_size=tuple(input_size), sigma=sigma)
         self.augment = PoseAugment() if augment else None
+        self.sample_size = self.cfg.input_size
 
     def __len__(self) -> int:
         return self.length

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mp_deploy.data.synthetic import CLASSES, MAX_DEPTH, MIN_DEPTH, Rendering
+from mp_deploy.data.scene import CLASSES, MAX_DEPTH, MIN_DEPTH, Rendering
 from mp_deploy.data.unseen_geometry import UnseenCamera, intersect, normals, rot_y, unit
 from mp_deploy.data.unseen_layouts import FLOOR, LAYOUTS, ROOMS, Builder, Room, furnish
 from mp_deploy.data.unseen_people import build_person, sample_outfit, sample_pose

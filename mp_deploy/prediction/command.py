@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from mp_deploy.prediction import Predictor, Source
-    from mp_deploy.prediction.inputs import parse_shard
+    from mp_deploy.prediction.inputs import check_apart, parse_shard
     from mp_deploy.prediction.job import output_folder, plan, write_manifest
     from mp_deploy.prediction.pipeline import Pipeline
     from mp_deploy.prediction.video import count_frames
@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     cli.check_choice(args.precision, PRECISIONS, "--precision")
     cli.check_choice(args.backend, backend_choices(), "--backend")
     shard = parse_shard(args.shard)
+    check_apart(args.input, args.output)
     folder = output_folder(args.output)  # before loading anything: a bad folder fails at once
     _local_gpu()
     source = Source(task=args.task, engine=args.engine, checkpoint=args.checkpoint, server=args.server,
@@ -74,7 +75,15 @@ def run(args: argparse.Namespace) -> int:
     predictor = Predictor(source, tta=args.tta, boxes=args.boxes)
     pipeline = Pipeline(predictor, folder, args.outputs, keep_arrays=False)
     job = plan(args.input, pipeline, shard, args.resume)
-    write_manifest(folder, predictor.describe() | {"outputs": list(args.outputs or [])}, args.resume)
+    write_manifest(folder, predictor.describe() | {"outputs": list(args.outputs or [])}, args.resume, job.complete)
+    if job.special:
+        shown = ", ".join(f"{path} ({what})" for path, what in job.special[:5])
+        more = f" and {len(job.special) - 5} more" if len(job.special) > 5 else ""
+        print(f"skipped {len(job.special)} inputs that are not regular files: {shown}{more}", file=sys.stderr)
+    if job.unmatched:
+        more = f" and {len(job.unmatched) - 5} more" if len(job.unmatched) > 5 else ""
+        print(f"--boxes: {len(job.unmatched)} entries name no input and are not used: "
+              f"{', '.join(job.unmatched[:5])}{more}", file=sys.stderr)
     n = predictor.network
     print(f"predict {predictor.task} ({predictor.preset.name}) with {n.name} on {n.device}: window "
           f"{n.window[0]}x{n.window[1]}, up to {n.max_batch} windows per call, tta {args.tta}; "

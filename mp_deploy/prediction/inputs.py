@@ -11,8 +11,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from mp_deploy.images import IMAGE_SUFFIXES
 from mp_deploy.errors import UsageError
+from mp_deploy.files import special_kind
+from mp_deploy.images import IMAGE_SUFFIXES
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 
@@ -26,31 +27,56 @@ class Item:
     stem: str  # output name: the key without its suffix (with it, when two inputs would share a stem)
 
 
-def list_inputs(path: str | os.PathLike, exclude: str | os.PathLike | None = None) -> tuple[list[Item], int]:
-    """The inputs under `path` -> (items, number of files skipped as neither image nor video by suffix).
-    A single file is taken whatever its suffix (a bad one fails when read). Hidden files and folders, and the
-    `exclude` folder (the output folder, when it lies inside the input), are left out."""
+@dataclass
+class Listing:
+    items: list[Item]
+    others: int  # files skipped as neither image nor video by suffix
+    special: list[tuple[str, str]]  # (path, what it is) of inputs skipped as not regular files (FIFOs, devices)
+
+
+def list_inputs(path: str | os.PathLike) -> Listing:
+    """The inputs under `path`. A single file is taken whatever its suffix (a bad one fails when read). Hidden
+    files and folders are left out; a name with an input's suffix that is not a regular file (a FIFO, a device,
+    a socket, a broken link) is skipped and listed in `special`: found with stat, never opened, so it cannot
+    block the run. A single input that is not a regular file is refused."""
     root = Path(path)
-    if root.is_file():
-        return _items(root.parent, [root]), 0
     if not root.is_dir():
-        raise UsageError(f"--input {path}: no such file or folder")
-    skip = Path(exclude).resolve() if exclude is not None else None
-    files, others = [], 0
+        found = special_kind(root)
+        if found == "missing":
+            raise UsageError(f"--input {path}: no such file or folder")
+        if found is not None:
+            raise UsageError(f"--input {path}: not a regular file or a folder ({found})")
+        return Listing(_items(root.parent, [root]), 0, [])
+    files, others, special = [], 0, []
     for folder, dirs, names in os.walk(root):
         here = Path(folder)
-        dirs[:] = [d for d in dirs if not d.startswith(".") and (here / d).resolve() != skip]
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in names:
             if name.startswith("."):
                 continue
-            if name.lower().endswith(IMAGE_SUFFIXES + VIDEO_SUFFIXES):
-                files.append(here / name)
-            else:
+            if not name.lower().endswith(IMAGE_SUFFIXES + VIDEO_SUFFIXES):
                 others += 1
+            elif (found := special_kind(here / name)) is not None:
+                special.append((str(here / name), found))
+            else:
+                files.append(here / name)
     if not files:
         raise UsageError(f"--input {path}: no images or videos in it (suffixes {', '.join(IMAGE_SUFFIXES)}, "
-                         f"{', '.join(VIDEO_SUFFIXES)})")
-    return _items(root, files), others
+                         f"{', '.join(VIDEO_SUFFIXES)})" + (f"; {len(special)} not regular files skipped"
+                                                             if special else ""))
+    return Listing(_items(root, files), others, sorted(special))
+
+
+def check_apart(inputs: str | os.PathLike, output: str | os.PathLike) -> None:
+    """UsageError when the input and output trees overlap: the output folder equal to the input folder or
+    inside it (a rerun would read the outputs as inputs), or the input inside the output folder."""
+    src, dst = Path(inputs).resolve(), Path(output).resolve()
+    if src == dst or src in dst.parents:
+        raise UsageError(f"--output {output} is inside --input {inputs}: outputs would be read back as inputs; "
+                         "choose an output folder outside the input")
+    if dst in src.parents:
+        raise UsageError(f"--input {inputs} is inside --output {output}: choose an output folder that does not "
+                         "hold the input")
 
 
 def _items(root: Path, files: list[Path]) -> list[Item]:
@@ -68,12 +94,11 @@ def parse_shard(text: str) -> tuple[int, int]:
     """'I/N' (0 <= I < N) -> (I, N); 'auto' -> from torchrun (RANK, WORLD_SIZE) or a Slurm job array
     (SLURM_ARRAY_TASK_ID from SLURM_ARRAY_TASK_MIN, SLURM_ARRAY_TASK_COUNT), else 0/1."""
     if text == "auto":
-        env = os.environ
-        if "WORLD_SIZE" in env:
-            index, count = int(env.get("RANK", 0)), int(env["WORLD_SIZE"])
-        elif "SLURM_ARRAY_TASK_COUNT" in env:
-            first = int(env.get("SLURM_ARRAY_TASK_MIN", 0))
-            index, count = int(env["SLURM_ARRAY_TASK_ID"]) - first, int(env["SLURM_ARRAY_TASK_COUNT"])
+        if "WORLD_SIZE" in os.environ:
+            index, count = _env_int("RANK", 0), _env_int("WORLD_SIZE")
+        elif "SLURM_ARRAY_TASK_COUNT" in os.environ:
+            index = _env_int("SLURM_ARRAY_TASK_ID") - _env_int("SLURM_ARRAY_TASK_MIN", 0)
+            count = _env_int("SLURM_ARRAY_TASK_COUNT")
         else:
             index, count = 0, 1
     else:
@@ -83,6 +108,16 @@ def parse_shard(text: str) -> tuple[int, int]:
         raise UsageError(f"--shard takes I/N with 0 <= I < N (e.g. 0/4), or auto (torchrun, Slurm job arrays); "
                          f"got {text!r}" + (f" = {index}/{count}" if text == "auto" else ""))
     return index, count
+
+
+def _env_int(name: str, default: int | None = None) -> int:
+    """An environment variable holding a whole number (at most 9 digits), else UsageError naming it."""
+    text = os.environ.get(name)
+    if text is None and default is not None:
+        return default
+    if text is None or not re.fullmatch(r"\s*[0-9]{1,9}\s*", text):
+        raise UsageError(f"--shard auto: the environment variable {name} must be a whole number, got {text!r}")
+    return int(text)
 
 
 def shard(items: list[Item], index: int, count: int) -> list[Item]:

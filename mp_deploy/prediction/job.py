@@ -6,10 +6,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from mp_deploy.errors import UsageError
+from mp_deploy.errors import DataError, UsageError
+from mp_deploy.files import atomic_write, read_json, special_kind
 from mp_deploy.prediction.inputs import Item, list_inputs, shard
 from mp_deploy.prediction.pipeline import Pipeline
-from mp_deploy.util import atomic_write, writable_folder
+from mp_deploy.util import writable_folder
 
 MANIFEST = "predict.json"
 
@@ -22,15 +23,19 @@ def output_folder(path) -> Path:
         raise UsageError(f"--output: {e}") from None
 
 
-def write_manifest(folder: Path, described: dict, resume: bool) -> None:
+def write_manifest(folder: Path, described: dict, resume: bool, kept: int = 0) -> None:
     """predict.json: what decides the outputs. On resume, a folder whose outputs were made otherwise is refused
-    (its complete files would be mixed with different ones)."""
+    (its complete files would be mixed with different ones), and so is one whose `kept` complete outputs no
+    readable predict.json describes (nothing says how they were made)."""
     path = folder / MANIFEST
-    if resume and path.is_file():
+    if resume and (kept or special_kind(path) != "missing"):
         try:
-            before = json.loads(path.read_text())
-        except (OSError, ValueError):
-            before = None
+            before = read_json(path)
+        except DataError as e:
+            why = "is missing" if special_kind(path) == "missing" else f"cannot be used ({e})"
+            raise UsageError(f"--resume: cannot verify the outputs in {folder}: its {MANIFEST} {why} ({kept} "
+                             "inputs' outputs are complete there); run without --resume to redo them, or use "
+                             "another --output") from None
         if before != described:
             changed = sorted(k for k in described if not isinstance(before, dict) or before.get(k) != described[k])
             raise UsageError(f"--resume: the outputs in {folder} were made with other settings ({', '.join(changed)} "
@@ -47,10 +52,15 @@ class Job:
     in_shard: int  # inputs of this shard
     complete: int  # of those, skipped by --resume
     others: int  # files under the input that are neither images nor videos (by suffix)
+    special: list[tuple[str, str]]  # inputs skipped as not regular files: (path, what it is)
+    unmatched: list[str]  # --boxes entries that name no input
 
 
 def plan(inputs, pipeline: Pipeline, shard_of: tuple[int, int] = (0, 1), resume: bool = False) -> Job:
-    items, others = list_inputs(inputs, exclude=pipeline.output)
-    mine = shard(items, *shard_of)
+    listing = list_inputs(inputs)
+    mine = shard(listing.items, *shard_of)
     todo = [item for item in mine if not (resume and pipeline.complete(item))]
-    return Job(todo, len(items), len(mine), len(mine) - len(todo), others)
+    keys = {item.key for item in listing.items}
+    unmatched = sorted(k for k in pipeline.predictor.boxes if k.split("#")[0] not in keys)
+    return Job(todo, len(listing.items), len(mine), len(mine) - len(todo), listing.others, listing.special,
+               unmatched)

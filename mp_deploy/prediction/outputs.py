@@ -16,13 +16,17 @@ from PIL import Image
 
 from mp_deploy.colors import PALETTE
 from mp_deploy.images import write_png
-from mp_deploy.util import atomic_write, inside
+from mp_deploy.files import atomic_write
+from mp_deploy.util import inside
 
 
 def output_paths(folder: Path, task, stem: str, video: bool, chosen) -> dict[str, Path]:
-    """name -> path of an input's outputs (only the `chosen` names), each inside `folder`. `task`: a Task."""
+    """name -> path of an input's outputs (only the `chosen` names), each inside `folder` (its folder resolved:
+    the file itself is never followed, and what stands there if not a regular file is refused when written).
+    `task`: a Task."""
     table = task.video_outputs if video else task.outputs
-    return {name: inside(folder, folder / f"{stem}{f.suffix}") for name, f in table.items() if name in chosen}
+    paths = {name: folder / f"{stem}{f.suffix}" for name, f in table.items() if name in chosen}
+    return {name: inside(folder, path.parent) / path.name for name, path in paths.items()}
 
 
 def write_output(path: Path, format: str, value) -> None:

@@ -8,6 +8,7 @@ written) gives one line naming it and the cause and the run goes on; its other o
 """
 from __future__ import annotations
 
+import errno
 import queue
 import threading
 from dataclasses import dataclass, field
@@ -17,8 +18,8 @@ from typing import Iterator
 import numpy as np
 
 from mp_deploy import tasks
-from mp_deploy.errors import DataError, UsageError
-from mp_deploy.images import check_rgb, read_image
+from mp_deploy.errors import DataError, MpDeployError, UsageError
+from mp_deploy.images import check_rgb, image_size, read_image
 from mp_deploy.prediction.inputs import Item
 from mp_deploy.prediction.outputs import output_paths, write_output
 from mp_deploy.prediction.predictor import Predictor
@@ -72,7 +73,11 @@ class Writer:
 
 
 def _cause(e: Exception) -> str:
-    return (e.strerror or str(e)) if isinstance(e, OSError) else f"{type(e).__name__}: {e}"
+    if isinstance(e, OSError):
+        if e.errno == errno.ENOSPC or (e.errno is None and "requested and" in str(e)):  # numpy's short write
+            return "no space left on the device"
+        return e.strerror or str(e)
+    return str(e) if isinstance(e, MpDeployError) else f"{type(e).__name__}: {e}"
 
 
 # ------------------------------------------------------------------ reading
@@ -89,10 +94,14 @@ class Unit:
     error: str | None = None
 
 
-def read_units(items: list[Item], clock: StageClock) -> Iterator[Unit]:
+def read_units(items: list[Item], clock: StageClock, check=None) -> Iterator[Unit]:
+    """Each input decoded; `check(key, height, width)` (the predictor's work check) runs on the size its header
+    declares, before anything is decoded, and a DataError from it fails the input."""
     for item in items:
         if not item.video:
             try:
+                if check is not None:
+                    _checked(check, item, image_size(item.path))
                 with clock.timed("decode"):
                     rgb = read_image(item.path)
                 yield Unit(item, "image", rgb=rgb)
@@ -101,6 +110,12 @@ def read_units(items: list[Item], clock: StageClock) -> Iterator[Unit]:
             continue
         try:
             video = VideoReader(item.path)
+            if check is not None:
+                try:
+                    _checked(check, item, video.size)
+                except DataError:
+                    video.close()
+                    raise
         except DataError as e:
             yield Unit(item, "error", error=str(e))
             continue
@@ -114,6 +129,13 @@ def read_units(items: list[Item], clock: StageClock) -> Iterator[Unit]:
             yield Unit(item, "frame", rgb=rgb, frame=k)
             k += 1
         yield Unit(item, "end", video=video, frame=k)
+
+
+def _checked(check, item: Item, size: tuple[int, int]) -> None:
+    try:
+        check(item.key, *size)
+    except DataError as e:
+        raise DataError(f"{item.path}: {e}") from None
 
 
 # ------------------------------------------------------------------ the run
@@ -151,7 +173,7 @@ class Pipeline:
         writer = Writer(clock) if self.output else None
         video: _Video | None = None
         try:
-            for unit in background(read_units(items, clock), READ_AHEAD):
+            for unit in background(read_units(items, clock, self.predictor.check_work), READ_AHEAD):
                 if unit.kind == "image":
                     yield self._image(unit, writer)
                 elif unit.kind == "error":

@@ -2,15 +2,14 @@
 arrays: depth (H, W) metres; labels (H, W) and confidence; people with keypoints (K, 3) [x, y, score]."""
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from mp_deploy import tasks
 from mp_deploy.errors import DataError, UsageError
+from mp_deploy.files import read_json
 from mp_deploy.images import check_rgb, read_image, to_image_tensor
 from mp_deploy.prediction.runner import Runner, Source
 from mp_deploy.prediction.stages import StageClock
@@ -26,18 +25,22 @@ def fit_protocol(task: str, preset_name: str, window: tuple[int, int], fixed: bo
     return spec.fit_protocol(spec.protocol_for(preset_name), window, fixed, tta)
 
 
+MAX_BOX_COORD = float(1 << 21)  # beyond any image's side (MAX_PIXELS / MIN_SIDE is 2^20)
+
+
 def read_boxes(boxes) -> dict[str, np.ndarray]:
     """Person boxes per input: a dict or a JSON file {key: [[x, y, w, h] or [x, y, w, h, score], ...]}, key an
-    input's path relative to the input root (a video frame: 'clip.mp4#12')."""
+    input's path relative to the input root (a video frame: 'clip.mp4#12'). Every number finite and within
+    +-2^21, w and h positive, the score in [0, 1]; UsageError naming the entry otherwise."""
     if boxes is None:
         return {}
     where = "boxes"
     if isinstance(boxes, (str, os.PathLike)):
-        where = str(boxes)
+        where = f"--boxes {boxes}"
         try:
-            boxes = json.loads(Path(boxes).read_text())
-        except (OSError, ValueError) as e:
-            raise UsageError(f"--boxes {where}: cannot read ({e})") from None
+            boxes = read_json(boxes)
+        except DataError as e:
+            raise UsageError(f"--boxes: {e}") from None
     if not isinstance(boxes, dict):
         raise UsageError(f"{where}: expected an object {{input: [[x, y, w, h(, score)], ...]}}")
     out = {}
@@ -45,12 +48,13 @@ def read_boxes(boxes) -> dict[str, np.ndarray]:
         try:  # a box without a score scores 1
             array = np.array([[*map(float, box), 1.0][:5] for box in value if len(box) in (4, 5)],
                              np.float64).reshape(-1, 5)
-            ok = len(array) == len(value) and np.isfinite(array).all() and (array[:, 2:4] > 0).all()
-        except (TypeError, ValueError):
+            ok = (len(array) == len(value) and np.isfinite(array).all() and (np.abs(array) <= MAX_BOX_COORD).all()
+                  and (array[:, 2:4] > 0).all() and ((array[:, 4] >= 0) & (array[:, 4] <= 1)).all())
+        except (TypeError, ValueError, OverflowError):
             ok = False
         if not ok:
-            raise UsageError(f"{where}: {key!r} needs a list of [x, y, w, h] or [x, y, w, h, score] boxes "
-                             "with w, h > 0")
+            raise UsageError(f"{where}: {key!r} needs a list of [x, y, w, h] or [x, y, w, h, score] boxes: numbers "
+                             f"within +-{MAX_BOX_COORD:.0f}, w and h > 0, score in [0, 1]")
         out[str(key)] = array
     return out
 
@@ -98,9 +102,15 @@ class Predictor:
     def boxes_for(self, key: str):
         return self.boxes.get(key)
 
+    def check_work(self, key: str, height: int, width: int) -> None:
+        """DataError when an input of this size (with its boxes) would take more work than tasks.check_work
+        allows: run on the size a file declares, before it is decoded."""
+        tasks.check_work(self.task, self.protocol, height, width, self.boxes_for(key))
+
     def predict(self, rgb: np.ndarray, boxes=None, stopwatch=None) -> dict:
         """Arrays of one checked RGB uint8 image; `stopwatch` (StageClock.stopwatch) splits the time into
         preprocess, engine and postprocess, and is left in postprocess."""
+        tasks.check_work(self.task, self.protocol, *rgb.shape[:2], boxes)  # before anything is resized or run
         own = stopwatch is None
         sw = self.clock.stopwatch() if own else stopwatch
         sw.enter("preprocess")

@@ -4,7 +4,6 @@ to one window and batch range: `Runner.run(batch)` takes float RGB (B, 3, h, w) 
 output."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,7 +68,7 @@ class Runner:
     # ------------------------------------------------------------ sources
 
     def _artifact(self, s: Source) -> None:
-        path = pick_artifact(Path(s.engine), s.backend, s.task)
+        path = pick_artifact(Path(s.engine), s.backend, s.task, None if s.precision == "auto" else s.precision)
         self.engine = Engine.load(path, s.device)
         meta = self.engine.meta
         if s.backend not in (backends.AUTO, meta["backend"]):
@@ -176,31 +175,17 @@ def demo_checkpoint(task: str | None) -> Path:
     return Path(demo.checkpoint(task))
 
 
-def pick_artifact(path: Path, backend: str, task: str | None) -> Path:
-    """`path` itself, or in a folder the artifact of `task` for `backend` (auto: the backend of lowest rank this
-    machine runs, mp_deploy.backends.gpu_preference; CUDA artifacts only with a GPU)."""
+def pick_artifact(path: Path, backend: str, task: str | None, precision: str | None = None,
+                  threads: int | None = None) -> Path:
+    """`path` itself, or in a folder the artifact of `task` (and `precision`, None: any) for `backend` that runs
+    here; auto and a backend with several artifacts choose by mp_deploy.backends.auto_choice: on a GPU machine the
+    backend of lowest rank, on a CPU machine the fastest that `mp-deploy build` measured on this machine (else the
+    rank order); CUDA artifacts only with a GPU, never one that failed its parity check while another is left."""
     if not path.is_dir():
         if not path.exists():
             raise UsageError(f"--engine {path}: no such file or folder")
         return path
-    preference = backends.gpu_preference()
-    found = []
-    for f in sorted(path.iterdir()):
-        side = Path(f"{f}.json")
-        if not f.name.endswith(backends.suffixes()) or backends.is_intermediate(f) or not side.is_file():
-            continue  # an intermediate: TensorRT's parser input, which nothing runs
-        try:
-            meta = json.loads(side.read_text())
-        except (OSError, ValueError):
-            continue
-        if not isinstance(meta, dict) or task not in (None, meta.get("task")) or meta.get("backend") not in preference:
-            continue
-        if meta.get("device") == "cuda" and not torch.cuda.is_available():
-            continue
-        if backend in (backends.AUTO, meta["backend"]):
-            found.append((preference.index(meta["backend"]), f.name, f))
-    if not found:
-        what = f"{task or 'any'} task, backend {backend}"
-        raise UsageError(f"--engine {path}: no artifact for {what} that runs here")
-    return min(found)[2]
-
+    chosen, why = backends.choose(path, backend, task, precision, threads)
+    if chosen is None:
+        raise UsageError(f"--engine {path}: {why}")
+    return chosen

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from mp_deploy.errors import DataError, UsageError
-from mp_deploy.util import atomic_write
+from mp_deploy.files import atomic_write, open_regular
+from mp_deploy.images import MAX_PIXELS
 
 CODEC, PIXEL_FORMAT = "libx264", "yuv420p"
 DEFAULT_RATE = Fraction(25)  # a stream that states no rate
@@ -32,18 +33,29 @@ class VideoReader:
     def __init__(self, path: Path):
         av = _av()
         self.path = path
+        self.file = open_regular(path)  # a FIFO named .mp4 is refused here instead of blocking FFmpeg's open
         try:
-            self.container = av.open(str(path))
+            self.container = av.open(self.file)
         except (av.FFmpegError, OSError, ValueError) as e:
+            self.file.close()
             raise DataError(f"{path}: cannot read video ({e})") from None
         if not self.container.streams.video:
-            self.container.close()
+            self.close()
             raise DataError(f"{path}: no video stream in it")
         self.stream = self.container.streams.video[0]
+        w, h = self.stream.codec_context.width, self.stream.codec_context.height
+        self.size = (h, w)  # as the stream declares it
+        if w * h > MAX_PIXELS:  # the frame size the stream declares, before any frame is decoded
+            self.close()
+            raise DataError(f"{path}: its frames are {w}x{h}, more than the {MAX_PIXELS} pixels an image may have")
         self.rate = self.stream.average_rate or self.stream.guessed_rate or DEFAULT_RATE
         duration = self.stream.duration * self.stream.time_base if self.stream.duration else 0
         self.expected = self.stream.frames or int(round(duration * self.rate))
         self.ended_early: str | None = None
+
+    def close(self) -> None:
+        self.container.close()
+        self.file.close()
 
     def __iter__(self):
         av = _av()
@@ -56,7 +68,7 @@ class VideoReader:
             stated = f" of the {self.expected} it states" if self.expected else ""
             self.ended_early = f"decoding stopped after {count} frames{stated} ({e})"
         finally:
-            self.container.close()
+            self.close()
         # one frame of slack: containers round their stated duration
         if self.ended_early is None and self.expected and count < self.expected - 1:
             self.ended_early = f"it holds {count} of the {self.expected} frames it states"
@@ -68,7 +80,7 @@ def count_frames(path: Path) -> int:
         reader = VideoReader(path)
     except DataError:
         return 1
-    reader.container.close()
+    reader.close()
     return max(reader.expected, 1)
 
 

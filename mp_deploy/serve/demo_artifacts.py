@@ -21,20 +21,21 @@ def cache_dir() -> Path:
 
 
 def demo_artifacts(names=None, folder: str | os.PathLike | None = None) -> list[Path]:
-    """One artifact per task of the default build (built on first use) for batches of 1 to 8: TensorRT or
-    AOTInductor on a GPU, ONNX on a CPU (a CPU AOTInductor build takes minutes and runs no faster here)."""
-    import torch
-
+    """One artifact per task of the default build (`mp-deploy build --backend auto`, built on first use) for
+    batches of 1 to 8, the one `--backend auto` runs here (mp_deploy.backends.choose: on a GPU the backend of
+    lowest rank; on a CPU the fastest that the build measured on this machine). On a CPU the first use builds an
+    AOTInductor package (minutes) beside the ONNX model: whichever measured faster here is served."""
     from mp_deploy.export.build_engine import BuildSpec, build
 
     folder = Path(folder) if folder else cache_dir()
-    backend = "auto" if torch.cuda.is_available() else "onnx"
-    preference = backends.gpu_preference()  # the fastest runnable artifact of a build, for serving
     paths = []
     for task in names or tasks.names():
-        built = [a for a in build(BuildSpec(task=task, backend=backend, output=str(folder), runs=1, batch=BATCH))
-                 if a.ok]
+        built = [a for a in build(BuildSpec(task=task, backend=backends.AUTO, output=str(folder), runs=5,
+                                            batch=BATCH)) if a.ok]
         if not built:
             raise BuildError(f"no demo {task} artifact passed its parity check in {folder}")
-        paths.append(min(built, key=lambda a: preference.index(a.backend)).path)
+        chosen, why = backends.choose(folder, task=task, only=[a.path for a in built])
+        chosen = chosen or built[0].path
+        print(f"serving {chosen.name}: {why}", flush=True)
+        paths.append(chosen)
     return paths

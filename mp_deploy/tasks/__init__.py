@@ -16,7 +16,8 @@ import math
 from dataclasses import fields, replace
 
 from mp_deploy.configs import Preset, get_size
-from mp_deploy.errors import UsageError
+from mp_deploy.errors import DataError, UsageError
+from mp_deploy.images import MAX_PIXELS
 from mp_deploy.tasks.base import Task
 from mp_deploy.tasks.depth import DepthTask
 from mp_deploy.tasks.pose import PoseTask
@@ -91,17 +92,46 @@ def default_preset(task: str) -> Preset:
     return PRESETS[get(task).default_preset]
 
 
+# Bounds of the numbers a preset may hold, far beyond any real model's and checked before anything is built (a
+# checkpoint's metadata is read from a file: 10^6 refinement steps would take minutes to refuse otherwise).
+PRESET_BOUNDS = {"refine_steps": (1, 16), "num_prompts": (1, 4096), "num_classes": (0, 65536),
+                 "num_keypoints": (0, 1024), "resize_scale": (0, 16), "max_depth": (0.0, 1e5),
+                 "png16_scale": (0.0, 1e6), "window": (8, 4096)}
+
+
 def check_preset(p: Preset) -> None:
-    """Values a model can be built from: refinement steps and prompts at least 1, dropout in [0, 1), and the
-    task's own fields (its Task.check_preset)."""
+    """Values a model can be built from: every number within PRESET_BOUNDS, dropout in [0, 1), and the task's
+    own fields (its Task.check_preset)."""
     task = get(p.task)
-    if p.refine_steps < 1:
-        raise UsageError(f"preset {p.name!r}: refine_steps must be at least 1, got {p.refine_steps}")
-    if p.num_prompts < 1:
-        raise UsageError(f"preset {p.name!r}: num_prompts must be at least 1, got {p.num_prompts}")
+    for name, (lo, hi) in PRESET_BOUNDS.items():
+        values = getattr(p, name)
+        for value in values if isinstance(values, tuple) else (values,):
+            if not lo <= value <= hi:
+                raise UsageError(f"preset {p.name!r}: {name} {values!r} is out of bounds (from {lo} to {hi})")
     if not 0.0 <= p.dropout < 1.0:
         raise UsageError(f"preset {p.name!r}: dropout must be in [0, 1), got {p.dropout}")
     task.check_preset(p)
+
+
+# Limits on the work of one image through its protocol, computed from its size (Task.work) and checked before
+# anything is resized or run. Every reference protocol at its data set's image sizes fits with TTA on: ADE20K's
+# multi-scale flip of a 512x2048 image runs 162 crops, 100 pose boxes with flip 200, KITTI 32 windows.
+MAX_WINDOWS = 200  # network inputs per image (windows, crops and their flips)
+MAX_RESIZED_PIXELS = MAX_PIXELS  # the largest image a protocol may resize to: an image's own cap
+
+
+def check_work(task: str, protocol, height: int, width: int, boxes=None) -> None:
+    """DataError when an image of this size would run more than MAX_WINDOWS network inputs through the task's
+    protocol or be resized past MAX_RESIZED_PIXELS (a 529-byte 32x4096 PNG asks for 256 depth windows; a
+    32x1048576 one for a 537-megapixel resize). The message starts with the size: callers prefix the input."""
+    work = get(task).work(protocol, height, width, boxes)
+    if work.pixels > MAX_RESIZED_PIXELS:
+        raise DataError(f"{width}x{height} would be resized to {work.pixels} pixels by the {task} protocol, more "
+                        f"than the {MAX_RESIZED_PIXELS} it may compute (crop or resize it first)")
+    if work.windows > MAX_WINDOWS:
+        raise DataError(f"{width}x{height} would take {work.windows} network runs by the {task} protocol, more than "
+                        f"the {MAX_WINDOWS} an image may take (an extreme aspect ratio or too many boxes: crop the "
+                        "image or split the boxes)")
 
 
 def preset_from_dict(d: dict) -> Preset:

@@ -57,6 +57,15 @@ class GoldenSpec:
     heads_stored: bool = True
 
 
+@dataclass(frozen=True)
+class Work:
+    """The work of one image through a protocol: `windows` network inputs (windows, crops, their flips) and
+    the largest image (`pixels`) it is resized to on the way."""
+
+    windows: int
+    pixels: int
+
+
 class Task:
     """One task. Subclasses fill the class attributes and implement the methods; see mp_deploy/tasks/depth.py."""
 
@@ -120,6 +129,12 @@ class Task:
     def predict(self, image, run: Callable, protocol, preset, boxes=None, max_batch: int = 8,
                 min_batch: int = 1) -> dict:
         """One image (3, H, W) float in [0, 1] through the protocol -> its arrays (numpy)."""
+        raise NotImplementedError
+
+    def work(self, protocol, height: int, width: int, boxes=None) -> "Work":
+        """What `predict` would do for an image of this size, computed from the sizes alone (nothing is
+        resized or run): the network inputs (windows, crops) it would run and the largest image it would resize
+        to. Checked against WORK_LIMITS before any work starts (mp_deploy.tasks.check_work)."""
         raise NotImplementedError
 
     def draw_threshold(self, protocol) -> float:

@@ -27,7 +27,7 @@ from mp_deploy.configs import Preset
 from mp_deploy.data.transforms import resize_tensor
 from mp_deploy.errors import UsageError
 from mp_deploy.inference import image_tensor, run_batched
-from mp_deploy.tasks.base import GoldenSpec, OfficialLayout, OutputFile, Task
+from mp_deploy.tasks.base import GoldenSpec, OfficialLayout, OutputFile, Task, Work
 
 # ------------------------------------------------------------------ the protocol
 
@@ -287,6 +287,14 @@ class DepthTask(Task):
     def fit_protocol(self, protocol, window, fixed, tta):
         """Windows of the network's size over the whole image (cover_all)."""
         return replace(protocol, window=tuple(window), cover_all=True, **self.tta(tta))
+
+    def work(self, protocol, height, width, boxes=None) -> Work:
+        window = protocol.window or (min(height, width),) * 2
+        size = window_layout(height, width, window)
+        along_w = size[1] > window[1]
+        starts = window_starts(size[1] if along_w else size[0], window[1] if along_w else window[0],
+                               protocol.shifts, protocol.cover_all)
+        return Work(len(starts) * (2 if protocol.flip else 1), size[0] * size[1])
 
     def predict(self, image, run, protocol, preset, boxes=None, max_batch=8, min_batch=1) -> dict:
         return {"depth": predict_depth(image, run, protocol, max_batch, min_batch)[0].cpu().numpy()}

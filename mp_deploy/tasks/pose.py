@@ -28,9 +28,9 @@ import torch
 
 from mp_deploy.configs import Preset
 from mp_deploy.data.keypoints import COCO_FLIP_PAIRS, COCO_KEYPOINTS, flip_permutation
-from mp_deploy.errors import UsageError
+from mp_deploy.errors import DataError, UsageError
 from mp_deploy.inference import image_tensor, run_batched
-from mp_deploy.tasks.base import OutputFile, Task
+from mp_deploy.tasks.base import OutputFile, Task, Work
 
 # ------------------------------------------------------------------ the protocol
 
@@ -360,10 +360,18 @@ class PoseTask(Task):
         """Crops of the network's size."""
         return replace(protocol, input_size=tuple(window), **self.tta(tta))
 
+    def work(self, protocol, height, width, boxes=None) -> Work:
+        crops = 1 if boxes is None or len(boxes) == 0 else len(boxes)  # none: the whole image is the box
+        return Work(crops * (2 if protocol.flip else 1), max(height * width, math.prod(protocol.input_size)))
+
     def predict(self, image, run, protocol, preset, boxes=None, max_batch=8, min_batch=1) -> dict:
         boxes = None if boxes is None or len(boxes) == 0 else np.asarray(boxes, np.float64)
         boxes = None if boxes is None else boxes.reshape(len(boxes), -1)  # none: the whole image is the box
         scores = boxes[:, 4] if boxes is not None and boxes.shape[1] == 5 else None
+        h, w = image.shape[-2:]
+        for i, (x, y, bw, bh) in enumerate([] if boxes is None else boxes[:, :4]):
+            if not (x < w and y < h and x + bw > 0 and y + bh > 0):
+                raise DataError(f"box {i} [{x:g}, {y:g}, {bw:g}, {bh:g}] lies outside the {w}x{h} image")
         people = predict_pose(image, run, None if boxes is None else boxes[:, :4], scores, protocol, max_batch,
                               min_batch)
         k = preset.num_keypoints

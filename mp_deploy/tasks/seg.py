@@ -28,7 +28,7 @@ from mp_deploy.configs import Preset
 from mp_deploy.data.transforms import rescale_size, resize_tensor
 from mp_deploy.errors import UsageError
 from mp_deploy.inference import image_tensor, run_batched
-from mp_deploy.tasks.base import GoldenSpec, OfficialLayout, OutputFile, Task
+from mp_deploy.tasks.base import GoldenSpec, OfficialLayout, OutputFile, Task, Work
 
 IGNORE_INDEX = 255
 AUX_WEIGHT = 0.4  # the auxiliary FCN head's cross-entropy weight (the reference's configs)
@@ -318,6 +318,15 @@ class SegTask(Task):
         """Crops of the network's size at the reference's stride ratio (padded to it for artifacts)."""
         stride = tuple(max(1, round(s * w / c)) for s, w, c in zip(protocol.stride, window, protocol.crop))
         return replace(protocol, crop=tuple(window), stride=stride, pad_to_crop=fixed, **self.tta(tta))
+
+    def work(self, protocol, height, width, boxes=None) -> Work:
+        windows = pixels = 0
+        for ratio in protocol.ratios:
+            h, w = rescale_size(height, width, (int(protocol.scale[0] * ratio), int(protocol.scale[1] * ratio)))
+            per_view = 1 if protocol.mode == "whole" else len(slide_boxes(h, w, protocol.crop, protocol.stride))
+            windows += per_view * (2 if protocol.flip else 1)
+            pixels = max(pixels, h * w)
+        return Work(windows, pixels)
 
     def predict(self, image, run, protocol, preset, boxes=None, max_batch=8, min_batch=1) -> dict:
         labels, confidence = seg_labels(image, run, protocol, max_batch, min_batch)

@@ -11,14 +11,14 @@ recipe and flags given again override it.
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import fields
 from pathlib import Path
 
 from mp_deploy import cli
 from mp_deploy import tasks
 from mp_deploy.tasks import PRESETS
-from mp_deploy.errors import UsageError
+from mp_deploy.errors import DataError, UsageError
+from mp_deploy.files import read_json, special_kind
 from mp_deploy.train.recipes import Recipe, cli_fields, get_recipe, recipe_from_dict
 
 # recipe fields whose flag is one of cli.py's shared ones
@@ -71,17 +71,21 @@ def resolve(args: argparse.Namespace) -> tuple[Recipe, dict]:
     from the run's config.json with the flags given again on top."""
     overrides = recipe_overrides(args)
     config_path = Path(args.run_dir) / "config.json"
-    if args.resume and not (Path(args.run_dir) / "resume.safetensors").is_file():
+    if args.resume and special_kind(Path(args.run_dir) / "resume.safetensors") == "missing":
         raise UsageError(f"nothing to resume in {args.run_dir} (no resume.safetensors)")
     if args.resume:
-        try:
-            config = json.loads(config_path.read_text())
-            saved = config["recipe"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise UsageError(f"{config_path}: cannot read the run's recipe ({e})") from None
+        config = read_config(config_path)
+        saved = config["recipe"]
         if args.preset not in (None, saved["preset"]) or args.task not in (None, PRESETS[saved["preset"]].task):
             raise UsageError(f"{args.run_dir} trains {saved['preset']}; --task / --preset disagree")
-        recipe = recipe_from_dict(saved | overrides)
+        try:
+            recipe = recipe_from_dict(saved | overrides)
+        except UsageError as e:
+            try:  # the file's own recipe, or a flag given again?
+                recipe_from_dict(saved)
+            except UsageError as own:
+                raise DataError(f"{config_path}: {own}") from None
+            raise e from None
         start = {k: getattr(args, k) or config.get(k) for k in ("data_root", "sd_weights", "init_checkpoint")}
         return recipe, start
     if args.task is None and args.preset is None:
@@ -91,6 +95,23 @@ def resolve(args: argparse.Namespace) -> tuple[Recipe, dict]:
         raise UsageError(f"preset {preset!r} is for task {PRESETS[preset].task!r}, not {args.task!r}")
     return get_recipe(preset, **overrides), {"data_root": args.data_root, "sd_weights": args.sd_weights,
                                              "init_checkpoint": args.init_checkpoint}
+
+
+def read_config(path: Path) -> dict:
+    """A run's config.json (mp_deploy.files.read_json: a regular file, bounded size, depth and numbers), checked to
+    hold a recipe of a known preset and the paths a run starts from; DataError names the file and the problem."""
+    if special_kind(path) == "missing":
+        raise DataError(f"{path}: no such file; the run folder lacks its config.json")
+    config = read_json(path)
+    if not isinstance(config, dict) or not isinstance(config.get("recipe"), dict):
+        raise DataError(f"{path}: not a run's config (needs \"recipe\": an object)")
+    preset = config["recipe"].get("preset")
+    if not isinstance(preset, str) or preset not in PRESETS:
+        raise DataError(f"{path}: the recipe's preset {str(preset)[:40]!r} is not one of {', '.join(PRESETS)}")
+    for key in ("data_root", "sd_weights", "init_checkpoint"):
+        if config.get(key) is not None and not isinstance(config[key], str):
+            raise DataError(f"{path}: {key} {str(config[key])[:40]!r} is not a path")
+    return config
 
 
 def run(args: argparse.Namespace) -> int:

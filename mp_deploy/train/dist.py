@@ -28,15 +28,36 @@ class Dist:
         return self.world > 1
 
 
+MAX_WORLD = 1 << 16
+
+
+def _env_int(name: str, default: int, lo: int, hi: int) -> int:
+    """An integer environment variable (torchrun's) in [lo, hi], else UsageError naming it."""
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text.strip()) if len(text) <= 12 else None
+    except ValueError:
+        value = None
+    if value is None or not lo <= value <= hi:
+        raise UsageError(f"environment variable {name}={text[:40]!r}: must be an integer in [{lo}, {hi}]")
+    return value
+
+
 def setup(device: str | None) -> Dist:
-    """Join the torchrun group if there is one; pick the device (cuda:LOCAL_RANK when CUDA is used)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    """Join the torchrun group if there is one; pick the device (cuda:LOCAL_RANK when CUDA is used). WORLD_SIZE,
+    RANK and LOCAL_RANK are checked before anything uses them (a UsageError names the variable)."""
+    world = _env_int("WORLD_SIZE", 1, 1, MAX_WORLD)
+    rank, local = _env_int("RANK", 0, 0, world - 1), _env_int("LOCAL_RANK", 0, 0, MAX_WORLD - 1)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
         if not torch.cuda.is_available():
             raise UsageError("--device cuda: no CUDA device here")
+        if local >= torch.cuda.device_count():
+            raise UsageError(f"environment variable LOCAL_RANK={local}: this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s)")
         torch.cuda.set_device(local)
         dev = torch.device("cuda", local)
     else:

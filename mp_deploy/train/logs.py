@@ -11,21 +11,30 @@ import logging
 import math
 from pathlib import Path
 
-from mp_deploy.util import atomic_write
+from mp_deploy.errors import DataError
+from mp_deploy.files import atomic_write, check_replaceable, parse_json, read_text, special_kind
 
 log = logging.getLogger("mp_deploy.train")
 
 
+MAX_LOG_BYTES = 1 << 30  # a metrics.jsonl of a very long run is ~100 MB
+
+
 def read_records(path: Path) -> list[dict]:
-    """The records of a metrics.jsonl (a torn last line, from a kill mid-write, is left out)."""
-    if not path.is_file():
+    """The records of a metrics.jsonl: JSON objects with a kind and an integer step, each line read with
+    mp_deploy.files' bounds; a line that is not one (a torn last line, from a kill mid-write, an edited one) is
+    left out. Nothing but a regular file is read."""
+    if special_kind(path) is not None:
         return []
     records = []
-    for line in path.read_text().splitlines():
+    for line in read_text(path, MAX_LOG_BYTES).splitlines():
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+            record = parse_json(line, str(path))
+        except DataError:
             continue
+        if isinstance(record, dict) and isinstance(record.get("kind"), str) and \
+                isinstance(record.get("step"), int) and not isinstance(record.get("step"), bool):
+            records.append(record)
     return records
 
 
@@ -37,6 +46,7 @@ class RunLog:
     def __init__(self, run_dir: Path, resume_step: int | None):
         self.path = run_dir / "metrics.jsonl"
         run_dir.mkdir(parents=True, exist_ok=True)
+        check_replaceable(self.path)  # appending to a FIFO would wait for a reader
         if resume_step is not None:
             kept = [r for r in read_records(self.path) if r.get("step", 0) <= resume_step and r["kind"] != "summary"]
             text = "".join(json.dumps(r) + "\n" for r in kept)

@@ -12,15 +12,19 @@ depth 3 x 8 GPUs = 24, segmentation 1 x 8 = 8).
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field, fields, replace
 
 from mp_deploy import tasks
 from mp_deploy.configs import SIZES
+from mp_deploy.data.base import is_finite_number
 from mp_deploy.errors import UsageError
 from mp_deploy.tasks import PRESETS, get_preset
 
 SCHEDULES = ("rise-fall", "poly")
+# training crops (and synthetic renders): sides in [MIN_CROP, MAX_CROP], multiples of CROP_MULTIPLE. The depth
+# and pose models need at least 64 (a side below gives an empty stride-64 map) and multiples of 8 (the stride of
+# their output against the target); seg takes these too. 4096 bounds the memory of a sample.
+MIN_CROP, MAX_CROP, CROP_MULTIPLE = 64, 4096, 8
 PRECISIONS = ("fp32", "bf16")
 INITS = ("sd-weights", "scratch")
 
@@ -85,6 +89,15 @@ class Recipe:
         return self.crop_h or window[0], self.crop_w or window[1]
 
 
+def crop_problem(h: int, w: int) -> str | None:
+    """Why a training sample of h x w does not fit the models, or None."""
+    for side in (h, w):
+        if isinstance(side, bool) or not isinstance(side, int) or not MIN_CROP <= side <= MAX_CROP \
+                or side % CROP_MULTIPLE:
+            return f"each side must be a multiple of {CROP_MULTIPLE} in [{MIN_CROP}, {MAX_CROP}]"
+    return None
+
+
 def cli_fields() -> list[dataclasses.Field]:
     return [f for f in fields(Recipe) if f.metadata.get("cli", True)]
 
@@ -136,7 +149,8 @@ def get_recipe(preset: str, **overrides) -> Recipe:
     known = {f.name for f in fields(Recipe)}
     unknown = sorted(set(overrides) - known)
     if unknown:
-        raise UsageError(f"unknown recipe field(s): {', '.join(unknown)}")
+        raise UsageError(f"unknown recipe field(s): {', '.join(repr(k[:40]) for k in unknown[:5])}"
+                         + (f" (+{len(unknown) - 5} more)" if len(unknown) > 5 else ""))
     recipe = replace(RECIPES[preset], **{k: v for k, v in overrides.items() if v is not None})
     check_recipe(recipe)
     return recipe
@@ -146,22 +160,27 @@ def recipe_from_dict(d: dict) -> Recipe:
     """A recipe read back from a run's config.json."""
     if not isinstance(d, dict) or "preset" not in d:
         raise UsageError("a recipe must be a JSON object with a preset")
+    empty = sorted(k for k, v in d.items() if v is None)
+    if empty:  # None keeps the preset's value in get_recipe's overrides; a file states every value
+        raise UsageError(f"recipe field(s) without a value (null): {', '.join(empty)}")
     preset = d["preset"]
+    if not isinstance(preset, str):
+        raise UsageError(f"a recipe's preset must be a name, got {str(preset)[:40]!r}")
     return get_recipe(preset, **{k: v for k, v in d.items() if k != "preset"})
 
 
 def check_recipe(r: Recipe) -> None:
     """Raise UsageError naming the first value a run cannot use."""
     def bad(name, why):
-        raise UsageError(f"recipe {r.preset!r}: {name} {why}, got {getattr(r, name)!r}")
+        got = repr(getattr(r, name))
+        raise UsageError(f"recipe {r.preset!r}: {name} {why}, got {got if len(got) <= 80 else got[:80] + '...'}")
 
     get_preset(r.preset)
     for f in fields(Recipe):
         value, kind = getattr(r, f.name), f.type
         if kind == "int" and (not isinstance(value, int) or isinstance(value, bool)):
             bad(f.name, "must be an integer")
-        if kind == "float" and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                or not math.isfinite(value)):
+        if kind == "float" and not is_finite_number(value):
             bad(f.name, "must be a finite number")
         if kind == "bool" and not isinstance(value, bool):
             bad(f.name, "must be true or false")
@@ -173,6 +192,9 @@ def check_recipe(r: Recipe) -> None:
             bad(f.name, f"must be one of {', '.join(f.metadata['choices'])}")
     if r.steps == 0 and r.epochs == 0:
         bad("steps", "and epochs are both 0: give one")
+    for name, side in (("crop_h", r.crop_h), ("crop_w", r.crop_w)):
+        if side and crop_problem(side, side):  # 0: the preset window
+            bad(name, f"must be 0 (the preset window) or a multiple of {CROP_MULTIPLE} in [{MIN_CROP}, {MAX_CROP}]")
     if not r.lr > 0:
         bad("lr", "must be positive")
     if not 0 <= r.min_lr <= r.lr:

@@ -5,7 +5,7 @@ import time
 
 from mp_deploy import cli
 from mp_deploy.backends import onnx as onnx_backend
-from mp_deploy.util import atomic_write
+from mp_deploy.files import atomic_write
 
 
 def hang(network, path, contract=None, **kw):

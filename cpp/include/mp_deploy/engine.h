@@ -62,7 +62,14 @@ struct LoadOptions {
   bool verify_checksum = true;  // SHA-256 of the artifact and its extra files (reads them whole); plugins always
   bool check_machine = true;    // CUDA present, same GPU / compute capability, same torch / TensorRT version
   int device_index = 0;         // CUDA device for cuda artifacts
+  int cpu_threads = 0;          // CPU artifacts: intra-op threads; 0 = MP_DEPLOY_CPU_THREADS, else half the CPUs
+                                // this process may run on (at least 1), as the Python side (cpu_threads.py)
 };
+
+// The thread count a CPU artifact runs with: `requested` when > 0, else MP_DEPLOY_CPU_THREADS (1..4096; Error
+// naming it otherwise), else half the CPUs in this process's affinity mask (at least 1). Set OMP_WAIT_POLICY=PASSIVE
+// in the environment before the process starts when more than one thread runs: libgomp reads it once, at load.
+int cpu_threads(int requested = 0);
 
 struct Keypoint {
   float x, y, score;  // in input image pixels
@@ -87,6 +94,10 @@ Sidecar read_sidecar(const std::string& artifact, const LoadOptions& options = {
 // The most pixels (height * width) an image may have, checked before decoding or converting it; the
 // schema's max_pixels, equal to Python's mp_deploy.artifacts.MAX_PIXELS.
 int64_t max_pixels();
+
+// The shortest side an image may have (read_image refuses smaller ones from the header): Python's
+// mp_deploy.images.MIN_SIDE, which check_rgb applies to every image predict reads (a test holds them equal).
+int min_side();
 
 class Backend;
 

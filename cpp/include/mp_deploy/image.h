@@ -14,17 +14,26 @@ struct Image {
   std::vector<uint8_t> pixels;
 };
 
-// PNG or JPEG (detected from the file's first bytes), converted to RGB. Throws mp::Error, also for an image
-// of more than max_pixels() (mp_deploy/engine.h) pixels, from its header before anything is decoded.
+// PNG or JPEG (detected from the file's first bytes), converted to RGB as Python's read_image does
+// (mp_deploy/images.py, Pillow's conversions: 16-bit gray divided by 257, other 16-bit to the high byte, alpha
+// dropped, CMYK JPEGs as Pillow reads them). Throws mp::Error for a path that is not a regular file (refused
+// without blocking: a FIFO, a folder, a device), and for an image of more than max_pixels() pixels or with a
+// side under min_side() (mp_deploy/engine.h), from its header before anything is decoded.
 Image read_image(const std::string& path);
+
+// Nothing at `path`, or a regular file: else (a device, FIFO, socket, folder or symbolic link: lstat, links not
+// followed) mp::Error "<what> <path>: a FIFO is there; refusing to replace what is not a regular file". An
+// OutputFile checks its path when created and right before its rename; mp_infer checks every output first.
+void check_replaceable(const std::string& path, const std::string& what);
 
 class OutputFile;
 // Renames every file onto its path, or none: when one rename fails, the ones already done are undone (a
 // file that was at a path before is put back) and mp::Error is thrown.
 void commit_all(std::vector<OutputFile>& files);
 
-// A file written under a temporary name in the destination folder and renamed onto it by commit() (or
-// commit_all): a failed run leaves no partial output. Without a commit the temporary is removed.
+// A file written under a temporary name in the destination folder (a short one of its own, .mp_infer-XXXXXX:
+// it fits wherever the final name fits) and renamed onto it by commit() (or commit_all): a failed run leaves
+// no partial output. Without a commit the temporary is removed.
 class OutputFile {
  public:
   explicit OutputFile(const std::string& path);
