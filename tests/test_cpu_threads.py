@@ -83,3 +83,22 @@ def test_an_aoti_cpu_package_runs_at_more_threads_than_it_was_built_with(built):
                        env={k: v for k, v in os.environ.items() if k != cpu_threads.ENV})
     assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
     assert float(r.stdout.split()[-1]) <= 1e-5
+
+
+@pytest.mark.parametrize("cpus, env, devices, expected", [
+    (2, None, ["cpu"], 2),  # this project's machines: two 1-thread instances use both cores
+    (8, "2", ["cpu", "cpu"], 4),  # MP_DEPLOY_CPU_THREADS=2: four 2-thread instances
+    (1, None, ["cpu"], 1),  # never zero
+    (8, None, ["cpu", "cuda"], 1),  # a GPU artifact: one instance (the GPU is the shared resource)
+])
+def test_serve_runs_as_many_cpu_instances_as_the_cpus_hold(monkeypatch, cpus, env, devices, expected):
+    from types import SimpleNamespace
+
+    from mp_deploy.serve.server import default_instances
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    if env is None:
+        monkeypatch.delenv(cpu_threads.ENV, raising=False)
+    else:
+        monkeypatch.setenv(cpu_threads.ENV, env)
+    assert default_instances([SimpleNamespace(meta={"device": d}) for d in devices]) == expected

@@ -35,6 +35,7 @@ from pathlib import Path
 from urllib.error import URLError
 from urllib.request import urlopen
 
+from mp_deploy import cli
 from mp_deploy.errors import MpDeployError, UsageError
 from mp_deploy.serve.spec import ModelSpec, describe
 
@@ -143,10 +144,22 @@ def rules_of(specs: list[ModelSpec], repository: Path | None) -> dict:
     return rules
 
 
+def default_instances(specs: list[ModelSpec]) -> int:
+    """Instances of each model when --instances is not given: on CPU, as many as the CPUs hold at the thread policy's
+    count each (cpu_threads.py: one per 1-thread engine on a 2-core machine, so that concurrent requests use every
+    core), 1 where any artifact runs on a GPU."""
+    from mp_deploy.cpu_threads import available_cpus, cpu_threads
+
+    if any(s.meta.get("device") != "cpu" for s in specs):
+        return 1
+    return max(1, available_cpus() // cpu_threads())
+
+
 def serve(specs: list[ModelSpec], address: str, ports: dict[str, int], repository: Path | None = None,
-          log=print) -> None:
+          log=print, instances: int | None = None) -> None:
     """Run tritonserver with `specs` (or `repository`'s models) behind the front until SIGTERM/SIGINT; return once
-    both are stopped and the temporary files removed. ServeError if the server dies on its own."""
+    both are stopped and the temporary files removed. ServeError if the server dies on its own. `instances`: of
+    each model (None: default_instances)."""
     from mp_deploy.serve.front import Front, run_until
     from mp_deploy.serve.repo import write_repository
     from mp_deploy.serve.tritonserver import TritonServer, find_bundle
@@ -157,8 +170,9 @@ def serve(specs: list[ModelSpec], address: str, ports: dict[str, int], repositor
     with tempfile.TemporaryDirectory(prefix="mp-deploy-serve-") as work, StopSignals() as stop:
         work = Path(work)
         if repository is None:
+            instances = instances or default_instances(specs)
             repository = write_repository([s.path for s in specs], work / "repo", python_backend=True,
-                                          log=lambda msg: None) / "models"
+                                          instances=instances, log=lambda msg: None) / "models"
         http, grpc_port = free_loopback_ports(2)
         triton = TritonServer(repository, {"http": http, "grpc": grpc_port}, (address, ports["metrics"]), work)
         try:
@@ -167,7 +181,8 @@ def serve(specs: list[ModelSpec], address: str, ports: dict[str, int], repositor
                 log("stopped before the models were ready")
                 return
             for name, rule in sorted(rules.items()):
-                log(f"model {name}: uint8 images {rule.dims()} (loaded and warmed up at batch 1..{rule.max_batch})")
+                log(f"model {name}: uint8 images {rule.dims()} (loaded and warmed up at batch 1..{rule.max_batch}"
+                    + (f", {instances} instances)" if instances else ")"))
             front = Front({"http": http, "grpc": grpc_port}, ports, address, rules, triton.key)
             log(f"ready: http://{address}:{ports['http']} (health /v2/health/ready), grpc {address}:{ports['grpc']}, "
                 f"metrics http://{address}:{ports['metrics']}/metrics; SIGTERM or Ctrl-C stops it")
@@ -231,6 +246,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--address", default="0.0.0.0", help="address the endpoints listen on (default all)")
     for name, port in PORTS.items():
         ap.add_argument(f"--{name}-port", type=int, default=port, metavar="PORT", help=f"default {port}")
+    ap.add_argument("--instances", type=cli.positive_int, default=None,
+                    help="instances of each model (default: on CPU the CPUs divided by each engine's thread count, "
+                         "MP_DEPLOY_CPU_THREADS else half the CPUs: 2 on a 2-core machine; 1 on GPU)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -245,7 +263,9 @@ def run(args: argparse.Namespace) -> int:
         from mp_deploy.serve.demo_artifacts import demo_artifacts
 
         specs = describe(args.engine or demo_artifacts())
-    serve(specs, args.address, ports, repository, log=lambda msg: print(msg, flush=True))
+    if repository is not None and args.instances:
+        raise UsageError("--instances is for --engine artifacts; a --repository states its own instance groups")
+    serve(specs, args.address, ports, repository, log=lambda msg: print(msg, flush=True), instances=args.instances)
     # stopped cleanly, workspace removed: skip the interpreter's teardown of torch, onnxruntime and gRPC, which
     # takes seconds on a busy machine while a supervisor waits for the exit after its SIGTERM
     sys.stdout.flush()
