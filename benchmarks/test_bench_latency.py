@@ -1,12 +1,14 @@
-"""Smoke test of `mp-deploy bench` (mp_deploy.latency) on the CPU: tiny model, 64 x 64, eager-fp32 and ONNX
-Runtime (the .onnx is built on the fly, about 1-2 minutes of CPU export), 2 timed runs; checks the JSON / CSV /
-PNG it writes.
+"""Smoke test of `mp-deploy bench` (mp_deploy.bench) and the results layout of benchmarks/latency.py on the CPU:
+tiny model, 64 x 64, eager-fp32 and ONNX Runtime (the .onnx is built on the fly, about 1-2 minutes of CPU export),
+2 timed runs; checks the JSON / CSV / PNG the harness writes (the library writes no plot).
 
 Not a benchmark (no `benchmark` fixture), so `--benchmark-only` skips it; run it on its own:
     python -m pytest benchmarks/test_bench_latency.py -q -p no:cacheprovider -o addopts=""
 """
 import csv
 import json
+
+from latency import write_outputs  # benchmarks/latency.py: the results layout (JSON, CSV, PNG)
 
 from mp_deploy.bench import CSV_FIELDS, BenchSpec, bench
 
@@ -19,12 +21,11 @@ def test_latency_cpu_smoke(tmp_path):
     out_dir = tmp_path / "results"
     result = bench(BenchSpec(task="depth", device="cpu", model_size="tiny", height=64, width=64, batches=[1],
                              runs=2, warmup=1, threads=1, build=True, artifacts=str(tmp_path / "artifacts"),
-                             output=str(out_dir),
                              backends=["eager-fp32", "onnxruntime", "cudagraph-fp16", "tensorrt"]))
+    stem = write_outputs(result, out_dir)
     files = sorted(out_dir.iterdir())
     assert {f.suffix for f in files} == {".json", ".csv", ".png"} and len({f.stem for f in files}) == 1
-    stem = files[0].with_suffix("")
-    assert stem == result.stem and stem.name.startswith("cpu-")
+    assert stem == files[0].with_suffix("") and stem.name.startswith("cpu-")
     assert files[0].with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     meta = json.loads(stem.with_suffix(".json").read_text())
@@ -46,7 +47,7 @@ def test_latency_cpu_smoke(tmp_path):
     assert eager["end_to_end"]["peak_mb"] > 0 and eager["end_to_end"]["rel_l2"] == 0
     assert abs(eager["unet_x3"]["gflop"] - sum(eager[f"unet_pass{k}"]["gflop"] for k in (1, 2, 3))) < 1e-6
 
-    ort = [r for r in rows if r["backend"] == "onnxruntime"]
+    ort = [r for r in rows if r["backend"] == "onnx"]  # asked for by its old name, onnxruntime (bench.ALIASES)
     assert [r["stage"] for r in ort] == ["end_to_end"]
     assert ort[0]["speedup"] > 0 and ort[0]["rel_l2"] < 1e-4 and "built here" in ort[0]["note"]
 
