@@ -103,8 +103,10 @@ def test_sigterm_saves_a_resumable_run(tmp_path):
                              "500", "--run-dir", str(run_dir)], env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
+        deadline = time.monotonic() + 600  # a first step takes seconds; never wait forever
         while not ((run_dir / "metrics.jsonl").exists() and records(run_dir)):  # a step is done
             assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "no training step recorded within 600 s"
             time.sleep(0.2)
         os.killpg(proc.pid, signal.SIGTERM)
         _, err = proc.communicate(timeout=300)
