@@ -10,6 +10,7 @@ CUDA (`-m gpu`), the same parity on a CUDA fp16 package. CMake, Ninja and nlohma
 extra (pip), libpng / libjpeg and a C++ compiler from the system: skipped, with the reason, where one is
 missing.
 """
+import atexit
 import importlib.util
 import json
 import os
@@ -49,6 +50,12 @@ class _Build:
         with self.log.open("w") as log:
             self.proc = subprocess.Popen([cmake, "--build", str(build_dir), "-j", str(os.cpu_count() or 2)],
                                          stdout=log, stderr=subprocess.STDOUT)
+        atexit.register(self.stop)  # a run stopped early (Ctrl-C, -x) leaves no compiler behind
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=60)
 
     def wait(self) -> Path:
         if self.proc.wait() != 0:
