@@ -10,7 +10,7 @@ import json
 
 from latency import write_outputs  # benchmarks/latency.py: the results layout (JSON, CSV, PNG)
 
-from mp_deploy.bench import CSV_FIELDS, BenchSpec, bench
+from mp_deploy.bench import ALIASES, CSV_FIELDS, BenchSpec, bench
 
 STAGES = ["vae_encode", "unet_pass1", "unet_pass2", "unet_pass3", "unet_x3", "neck", "head", "end_to_end"]
 ROW_FIELDS = {"backend", "batch", "height", "width", "precision", "stage", "median_ms", "p20_ms", "p80_ms", "gflop",
@@ -47,7 +47,7 @@ def test_latency_cpu_smoke(tmp_path):
     assert eager["end_to_end"]["peak_mb"] > 0 and eager["end_to_end"]["rel_l2"] == 0
     assert abs(eager["unet_x3"]["gflop"] - sum(eager[f"unet_pass{k}"]["gflop"] for k in (1, 2, 3))) < 1e-6
 
-    ort = [r for r in rows if r["backend"] == "onnx"]  # asked for by its old name, onnxruntime (bench.ALIASES)
+    ort = [r for r in rows if r["backend"] == ALIASES["onnxruntime"]]  # asked for by its old name
     assert [r["stage"] for r in ort] == ["end_to_end"]
     assert ort[0]["speedup"] > 0 and ort[0]["rel_l2"] < 1e-4 and "built here" in ort[0]["note"]
 
