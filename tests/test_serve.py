@@ -152,7 +152,9 @@ def test_ready_means_ready_from_the_first_answer(servers, server):
     assert not lies, f"health said ready while the model was not: {lies[:3]}"
     first = next(i for i, s in enumerate(samples) if all(s[1:]))
     assert all(all(s[1:]) for s in samples[first:]), "readiness went back to not-ready"
-    assert not any(any(s[1:]) for s in samples[:first])
+    # nothing answered before: connections were refused. One sample may straddle the moment the front opens (its
+    # four probes run one after another: an early one refused, the later ones answered), none before it.
+    assert not any(any(s[1:]) for s in samples[:max(first - 1, 0)]), samples[:first][-3:]
 
 
 @pytest.mark.parametrize("scheme", ["http", "grpc"])
