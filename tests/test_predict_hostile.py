@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from mp_deploy import cli, tasks
@@ -31,12 +30,7 @@ from mp_deploy.prediction.predictor import read_boxes
 HANG_GUARD_S = 240  # a subprocess predict of two small images takes ~15 s here; a hang would take forever
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest's: one torch thread per test, restored after
 
 
 def _png(path: Path, h: int, w: int, seed: int = 0) -> Path:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from mp_deploy.backends.base import Backend, BuildOptions, Product
+from mp_deploy.backends.base import Backend, BuildOptions, Product, no_contract
 from mp_deploy.contract import CONTRACT_ENTRY, contract_json
 from mp_deploy.errors import ArtifactError
 
@@ -63,8 +63,7 @@ def read_contract_pt2(artifact: Path) -> bytes:
     with zipfile.ZipFile(artifact) as z:
         names = [n for n in z.namelist() if n.split("/", 1)[-1] == CONTRACT_ENTRY]
         if len(names) != 1:
-            raise ArtifactError(f"{artifact} holds no contract ({CONTRACT_ENTRY}): not built by mp-deploy build, "
-                                "or altered")
+            raise no_contract(artifact, CONTRACT_ENTRY)
         if z.getinfo(names[0]).compress_type != zipfile.ZIP_STORED:  # as written; C++ reads it stored
             raise ArtifactError(f"the contract inside {artifact} is compressed: altered")
         return z.read(names[0])

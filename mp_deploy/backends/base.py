@@ -14,6 +14,8 @@ from typing import Callable
 
 import torch
 
+from mp_deploy.errors import ArtifactError
+
 
 @dataclass(frozen=True)
 class Product:
@@ -109,3 +111,8 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"<backend {self.name}>"
+
+
+def no_contract(path, where: str) -> ArtifactError:
+    """The error of an artifact without its embedded contract (`where`: the place in the file it belongs)."""
+    return ArtifactError(f"{path} holds no contract ({where}): not built by mp-deploy build, or altered")

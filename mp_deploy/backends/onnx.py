@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mp_deploy.backends.base import Backend, BuildOptions, Product
+from mp_deploy.backends.base import Backend, BuildOptions, Product, no_contract
 from mp_deploy.contract import ONNX_METADATA_KEY, contract_json
 from mp_deploy.errors import ArtifactError
 
@@ -211,8 +211,7 @@ class ONNXBackend(Backend):
 
         text = read_onnx_contract(path)
         if text is None:
-            raise ArtifactError(f"{path} holds no contract (metadata {ONNX_METADATA_KEY!r}): not built by "
-                                "mp-deploy build, or altered")
+            raise no_contract(path, f"metadata {ONNX_METADATA_KEY!r}")
         return text
 
     def load(self, path, meta, device, threads=1):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from mp_deploy.backends.base import Backend, BuildOptions, Product
+from mp_deploy.backends.base import Backend, BuildOptions, Product, no_contract
 from mp_deploy.contract import ONNX_METADATA_KEY, contract_json
 from mp_deploy.errors import ArtifactError, BuildError
 
@@ -154,8 +154,7 @@ class OpenVINOBackend(Backend):
     def read_contract(self, path):
         text = read_ir_contract(path)
         if text is None:
-            raise ArtifactError(f"{path} holds no contract (rt_info {CONTRACT_KEY!r}): not built by mp-deploy build, "
-                                "or altered")
+            raise no_contract(path, f"rt_info {CONTRACT_KEY!r}")
         return text
 
     def load(self, path, meta, device, threads=1):

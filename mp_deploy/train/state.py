@@ -40,7 +40,8 @@ class NonFiniteState(MpDeployError):
     """A training state holding NaN or infinity: it is not written."""
 
 
-def _non_finite(tensors: dict) -> list[str]:
+def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """The names of the floating-point tensors holding NaN or infinity (one device synchronisation)."""
     named = [(k, v) for k, v in tensors.items() if v.is_floating_point() and v.numel()]
     if not named:
         return []
@@ -48,7 +49,8 @@ def _non_finite(tensors: dict) -> list[str]:
     return [k for (k, _), ok in zip(named, flags) if not ok]
 
 
-def _names(names: list[str], shown: int = 3) -> str:
+def describe_names(names: list[str], shown: int = 3) -> str:
+    """The first `shown` names and how many more."""
     return ", ".join(names[:shown]) + (f" ... (+{len(names) - shown} more)" if len(names) > shown else "")
 
 
@@ -65,9 +67,10 @@ def save_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimi
         if state.get("cuda") is not None:
             tensors[f"rng.cuda.{rank}"] = state["cuda"]
     tensors = {k: v.cpu() for k, v in tensors.items()}
-    bad = _non_finite(tensors)
+    bad = non_finite(tensors)
     if bad:
-        raise NonFiniteState(f"not saving {path}: {len(bad)} tensor(s) hold NaN or inf: {_names(bad)}")
+        raise NonFiniteState(f"not saving {path}: {len(bad)} tensor(s) hold NaN or inf: "
+                             f"{describe_names(bad)}")
     groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in opt["param_groups"]]
     meta = {"format": FORMAT, "state": json.dumps(dict(info, param_groups=groups))}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
@@ -154,8 +157,8 @@ def check_state(path: Path, tensors: dict, info: dict, model: torch.nn.Module, o
     model_keys = {k[len("model."):] for k in tensors if k.startswith("model.")}
     missing, extra = sorted(set(own) - model_keys), sorted(model_keys - set(own))
     if missing or extra:
-        bad(f"the saved model does not fit this run's model (missing {_names(missing) or 'none'}; unexpected "
-            f"{_names(extra) or 'none'})")
+        bad(f"the saved model does not fit this run's model (missing {describe_names(missing) or 'none'}; "
+            f"unexpected {describe_names(extra) or 'none'})")
     for key, value in own.items():
         saved = tensors["model." + key]
         if tuple(saved.shape) != tuple(value.shape) or saved.is_floating_point() != value.is_floating_point():
@@ -185,9 +188,9 @@ def check_state(path: Path, tensors: dict, info: dict, model: torch.nn.Module, o
     for index, names in sorted(seen.items()):
         if names != set(ADAMW_STATE):
             bad(f"the optimizer state of parameter {index} lacks {', '.join(sorted(set(ADAMW_STATE) - names))}")
-    non_finite = _non_finite(tensors)
-    if non_finite:
-        bad(f"{len(non_finite)} tensor(s) hold NaN or inf: {_names(non_finite)}")
+    not_finite = non_finite(tensors)
+    if not_finite:
+        bad(f"{len(not_finite)} tensor(s) hold NaN or inf: {describe_names(not_finite)}")
     sizes = {"torch": torch.get_rng_state().numel()}
     if torch.cuda.is_available():
         sizes["cuda"] = torch.cuda.get_rng_state().numel()

@@ -54,26 +54,13 @@ class TrainingError(MpDeployError):
     """The run cannot go on (the loss diverged, the model is not finite)."""
 
 
-def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
-    """The names of the floating-point tensors holding NaN or infinity (one device synchronisation)."""
-    named = [(k, v) for k, v in tensors.items() if v.is_floating_point() and v.numel()]
-    if not named:
-        return []
-    flags = torch.stack([torch.isfinite(v).all() for _, v in named]).cpu().tolist()
-    return [k for (k, _), ok in zip(named, flags) if not ok]
-
-
-def describe(names: list[str], shown: int = 3) -> str:
-    return ", ".join(names[:shown]) + (f" ... (+{len(names) - shown} more)" if len(names) > shown else "")
-
-
 def save_model(model: nn.Module, path: Path) -> None:
     """save_checkpoint, refused (TrainingError) when a weight or buffer is not finite: such a file would not
     load (load_model refuses it) and must not replace a good one."""
-    bad = non_finite(model.state_dict())
+    bad = state.non_finite(model.state_dict())
     if bad:
         raise TrainingError(f"not saving {path}: {len(bad)} tensor(s) of the model hold NaN or inf: "
-                            f"{describe(bad)}")
+                            f"{state.describe_names(bad)}")
     save_checkpoint(model, path)
 
 
@@ -300,11 +287,11 @@ class Trainer:
         for index, values in self.optimizer.state_dict()["state"].items():
             tensors.update({f"optimizer state {index}.{k}": v for k, v in values.items()
                             if isinstance(v, torch.Tensor)})
-        bad = non_finite(tensors)
+        bad = state.non_finite(tensors)
         if bad:
             raise TrainingError(f"step {self.step}: {len(bad)} tensor(s) of the model or its optimizer hold NaN or "
-                                f"inf ({describe(bad)}); nothing is saved from it, the last good save is kept: "
-                                "lower --lr, or try --precision fp32")
+                                f"inf ({state.describe_names(bad)}); nothing is saved from it, the last good save is "
+                                "kept: lower --lr, or try --precision fp32")
 
     # ------------------------------------------------------------ evaluation
 
