@@ -244,7 +244,9 @@ def run(args: argparse.Namespace) -> int:
             model = model.float().eval().to(d.device)
             run_fn, what = model_run(model, args.precision, d.device), str(args.checkpoint)
         else:
-            train_set = build.dataset(recipe, args.data_root, recipe.train_split, train=False)
+            # fitted on the training family: the unseen family has a held-out split only
+            fit = get_recipe(preset_name, data="synthetic") if recipe.data == "unseen" else recipe
+            train_set = build.dataset(fit, args.data_root, fit.train_split, train=False)
             run_fn, what = baseline_run(preset.task, train_set, preset), f"{preset.task} baseline"
         result = evaluate(run_fn, dataset, preset, d, limit=args.limit or 0, workers=args.workers,
                           max_batch=args.batch_size, pck_threshold=args.pck_threshold)

@@ -1,11 +1,12 @@
 """The bundled demo models: fp16 weights of their presets, ahead of the trivial baselines on held-out synthetic
 scenes, and `mp-deploy build`'s default."""
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from mp_deploy import demo
+from mp_deploy import demo, tasks
 from mp_deploy.checkpoints import load_model
 from mp_deploy.tasks import get_preset
 from mp_deploy.export.build_engine import BuildSpec, load_source
@@ -111,3 +112,18 @@ def test_build_defaults_to_the_depth_demo():
     model, source = load_source(BuildSpec(task="depth"))
     assert source["demo"] == "depth" and source["sha256"] == sha256_file(demo.checkpoint("depth"))
     assert model.preset.name == "synthetic-depth" and not model.training
+
+
+@pytest.mark.parametrize("task,field", [("depth", "depth"), ("seg", "labels"), ("pose", "keypoints")])
+def test_a_held_out_truth_is_drawn_as_a_prediction_would_be(task, field):
+    """Task.truth gives the sample's own ground truth in predict's form, and Task.picture's render draws it over
+    (or instead of) the input: what benchmarks/demo_models.py puts beside each prediction."""
+    spec, preset = tasks.get(task), get_preset(f"synthetic-{task}")
+    sample = build.dataset(get_recipe(preset.name), None, "val", train=False)[0]
+    truth = spec.truth(sample)
+    got = truth["people"][0][field][:, :2] if task == "pose" else truth[field]
+    want = sample[field][:, :2] if task == "pose" else sample[field].squeeze(0)
+    np.testing.assert_array_equal(got, np.asarray(want, dtype=got.dtype))
+    rgb = (sample["image"].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    drawn = np.asarray(spec.render(spec.picture, rgb, truth, preset, 0.0, video=True))
+    assert drawn.shape == rgb.shape and drawn.dtype == np.uint8 and (drawn != rgb).mean() > 0.01

@@ -92,6 +92,13 @@ def test_depth_evaluation_by_hand():
         want = [by_hand_depth_metrics(1 + im + term, g) for im, g in zip(images, gts)]
         for k in ("abs_rel", "rmse", "d1"):
             assert result[k] == pytest.approx(np.mean([w[k] for w in want]), rel=1e-6), (flip, k)
+        # median-scaled: each prediction times median(gt) / median(pred) (96 pixels: numpy's median averages the
+        # middle two, torch's takes the lower one, so the scale is computed here as torch defines it)
+        lower_median = lambda a: np.sort(a, axis=None)[(a.size - 1) // 2]
+        scaled = [(1 + im + term) * lower_median(g) / lower_median(1 + im + term) for im, g in zip(images, gts)]
+        want = [by_hand_depth_metrics(p, g) for p, g in zip(scaled, gts)]
+        for k in ("abs_rel", "rmse", "d1"):
+            assert result[k + "_ms"] == pytest.approx(np.mean([w[k] for w in want]), rel=1e-6), (flip, k)
         assert result["images"] == 2
 
 

@@ -153,6 +153,12 @@ class Task:
         """A JSON output's records for one image or frame (pose: COCO results); others: value as it is."""
         return value
 
+    picture: str = ""  # the `outputs` name whose render shows a result as one RGB picture
+
+    def truth(self, sample: dict) -> dict:
+        """A held-out sample's ground truth in the form `predict` returns, so that `render` draws it."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------ training and evaluation
     target: str = ""  # the sample's training target
     target_weight: str | None = None  # its per-sample weight, if any

@@ -161,12 +161,27 @@ def depth_metrics(pred, gt, min_depth: float = 1e-3, max_depth: float = 10.0, cr
     }
 
 
+def median_scale(pred, gt, min_depth: float = 1e-3, max_depth: float = 10.0, crop: str | None = None):
+    """pred x median(gt) / median(pred) over the image's valid pixels (the eval mask): the scale-free protocol of
+    monocular depth papers. A constant prediction becomes the image's median ground truth. None when no pixel
+    is valid."""
+    pred = torch.as_tensor(pred, dtype=torch.float64).squeeze()
+    gt = torch.as_tensor(gt, dtype=torch.float64).squeeze()
+    pred = torch.where(torch.isinf(pred), torch.full_like(pred, max_depth), pred)
+    pred = torch.where(torch.isnan(pred), torch.full_like(pred, min_depth), pred)
+    mask = eval_mask(gt, min_depth, max_depth, crop)
+    if not mask.any():
+        return None
+    return pred * (gt[mask].median() / pred[mask].median().clamp_min(1e-12))
+
+
 class DepthMeter:
-    """Per-image depth metrics averaged over images."""
+    """Per-image depth metrics averaged over images, and the same metrics of each prediction median-scaled
+    (`median_scale`) as `<metric>_ms`: the scale-free view, which a constant guess cannot game by its scale."""
 
     def __init__(self, min_depth: float = 1e-3, max_depth: float = 10.0, crop: str | None = None):
         self.min_depth, self.max_depth, self.crop = min_depth, max_depth, crop
-        self.sums = dict.fromkeys(DEPTH_METRICS, 0.0)
+        self.sums = dict.fromkeys(DEPTH_METRICS + tuple(k + "_ms" for k in DEPTH_METRICS), 0.0)
         self.count = 0
         self.empty = 0  # images with no valid pixel, left out
 
@@ -175,6 +190,10 @@ class DepthMeter:
         if m is None:
             self.empty += 1
             return None
+        # no clamp to the depth range after scaling (scale-free metrics)
+        scaled = median_scale(pred, gt, self.min_depth, self.max_depth, self.crop)
+        m = m | {k + "_ms": v for k, v in depth_metrics(scaled, gt, self.min_depth, self.max_depth,
+                                                          self.crop).items()}
         for k, v in m.items():
             self.sums[k] += v
         self.count += 1
@@ -310,10 +329,15 @@ class DepthTask(Task):
             return depth_color(depth, preset.max_depth)
         return depth_png16(depth, preset.png16_scale) if name == "png16" else depth
 
+    picture = "color"
+
+    def truth(self, sample):
+        return {"depth": sample["depth"][0].numpy()}
+
     # ------------------------------------------------------------ training and evaluation
     target, target_weight = "depth", None
-    metrics = {"rmse": False, "abs_rel": False, "d1": True, "silog": False}
-    headline = ("abs_rel", "rmse", "d1")
+    metrics = {"rmse": False, "abs_rel": False, "d1": True, "silog": False, "abs_rel_ms": False, "d1_ms": True}
+    headline = ("abs_rel", "rmse", "d1", "abs_rel_ms", "d1_ms")
 
     def loss(self, state, target, weight=None) -> dict:
         return {"loss": silog(state["output"].float(), target)}

@@ -346,6 +346,11 @@ class SegTask(Task):
             return overlay(image, label_colors(labels))
         return label_colors(labels) if video and name == "palette" else labels
 
+    picture = "overlay"
+
+    def truth(self, sample):
+        return {"labels": sample["labels"].numpy()}
+
     # ------------------------------------------------------------ training and evaluation
     target, target_weight = "labels", None
     metrics = {"mIoU": True, "aAcc": True, "mAcc": True}

@@ -113,7 +113,7 @@ _seg = Recipe(data="ade20k", val_split="val", batch_size=1, epochs=0, steps=80_0
 # ~10x slower on CPUs without bf16 matrix units).
 _demo = dict(data="synthetic", val_split="val", model_size="tiny", init="scratch", train_vae=True, batch_size=4,
              epochs=0, unet_lr_mult=1.0, clip_grad=1.0, precision="fp32", grad_checkpoint=False, workers=1,
-             threads=1, eval_every=300, eval_limit=50, save_every=50)
+             threads=1, eval_every=800, eval_limit=50, save_every=50)
 
 RECIPES = {
     # depth/train.sh: batch 3/GPU x 8, 25 epochs, AdamW max_lr 5e-4 min_lr 3e-5 wd 0.1, UNet x0.01, rise-fall 0.9;
@@ -133,8 +133,8 @@ RECIPES = {
     "coco": replace(_seg, preset="coco", data="coco", train_split="train2017", val_split="val2017", batch_size=8,
                     steps=60_000, lr=2e-4, weight_decay=0.01, warmup_steps=500, warmup_ratio=1e-3,
                     eval_every=5000, best_metric="AP"),
-    "synthetic-depth": replace(_depth, preset="synthetic-depth", **_demo, steps=1200, lr=1e-3, min_lr=3e-5),
-    "synthetic-seg": replace(_seg, preset="synthetic-seg", **_demo, steps=1200, lr=5e-4, weight_decay=0.01,
+    "synthetic-depth": replace(_depth, preset="synthetic-depth", **_demo, steps=1600, lr=1e-3, min_lr=3e-5),
+    "synthetic-seg": replace(_seg, preset="synthetic-seg", **_demo, steps=1600, lr=5e-4, weight_decay=0.01,
                              warmup_steps=150, warmup_ratio=1e-3, best_metric="mIoU"),
     # PCK picks the best: the tiny demo's keypoints stay outside OKS tolerances (AP 0 at every evaluation)
     "synthetic-pose": replace(_seg, preset="synthetic-pose", **_demo, steps=1200, lr=1e-3, weight_decay=0.01,
