@@ -25,7 +25,7 @@ from PIL import Image
 from mp_deploy import cli, demo, tasks
 from mp_deploy.checkpoints import load_model
 from mp_deploy.evaluation import baseline_run, evaluate, model_run
-from mp_deploy.files import atomic_write
+from mp_deploy.files import atomic_write, read_json
 from mp_deploy.train import build
 from mp_deploy.train.recipes import get_recipe
 from mp_deploy.util import device_name, slug
@@ -110,6 +110,7 @@ def montage(rows: list[np.ndarray]) -> np.ndarray:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tasks", help="comma-separated demo tasks (default: every bundled demo)")
     ap.add_argument("--limit", type=cli.positive_int, default=200, help="held-out scenes per family (default 200)")
     ap.add_argument("--scenes", type=cli.positive_int, default=3, help="pictured scenes per family (default 3)")
     ap.add_argument("--no-figures", action="store_true", help="metrics only")
@@ -121,6 +122,11 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     names = demo.tasks_with_demo()
+    if args.tasks:
+        unknown = sorted(set(args.tasks.split(",")) - set(names))
+        if unknown:
+            ap.error(f"--tasks: no bundled demo for {', '.join(unknown)}; choose from {', '.join(names)}")
+        names = tuple(t for t in names if t in args.tasks.split(","))
     if not args.no_figures:
         folder = Path(args.figures)
         firsts = [row for task in names for row in figures(task, args.scenes, folder)]
@@ -135,18 +141,23 @@ def main(argv=None) -> int:
                            "unseen": "mp_deploy/data/unseen*.py: other layouts, textures and lighting, never "
                                      "trained on"},
               "tasks": {}}
+    out = Path(args.output) if args.output else RESULTS / f"demo-models-{slug(device)}-{date}.json"
+    if out.exists():  # today's file: the tasks evaluated now replace theirs, the others stay
+        earlier = read_json(out)
+        if earlier.get("device") != record["device"] or earlier.get("held_out") != args.limit:
+            raise SystemExit(f"{out} holds another device or number of scenes; give another --output")
+        record["tasks"] = earlier["tasks"]
     for task in names:
         record["tasks"][task] = evaluate_task(task, args.limit)
         for family, r in record["tasks"][task].items():
             for t in r["targets"]:
                 print(f"{task:5s} {family:9s} {t['metric']:10s} demo {t['demo']:.4f} baseline {t['baseline']:.4f} "
                       f"target {t['rule']} ({t['target']:.4f}): {'met' if t['met'] else 'NOT met'}")
-    out = Path(args.output) if args.output else RESULTS / f"demo-models-{slug(device)}-{date}.json"
     text = json.dumps(record, indent=1) + "\n"
     atomic_write(out, lambda tmp: Path(tmp).write_text(text))
     met = sum(t["met"] for r in record["tasks"].values() for f in r.values() for t in f["targets"])
     total = sum(len(f["targets"]) for r in record["tasks"].values() for f in r.values())
-    print(f"{len(names)} demos on {args.limit} held-out scenes x {len(FAMILIES)} families: {met} of {total} "
+    print(f"{len(record['tasks'])} demos on {args.limit} held-out scenes x {len(FAMILIES)} families: {met} of {total} "
           f"targets met, {time.perf_counter() - t0:.0f} s; wrote {out}")
     return 0
 

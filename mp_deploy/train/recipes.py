@@ -137,7 +137,7 @@ RECIPES = {
     "synthetic-seg": replace(_seg, preset="synthetic-seg", **_demo, steps=1600, lr=5e-4, weight_decay=0.01,
                              warmup_steps=150, warmup_ratio=1e-3, best_metric="mIoU"),
     # PCK picks the best: the tiny demo's keypoints stay outside OKS tolerances (AP 0 at every evaluation)
-    "synthetic-pose": replace(_seg, preset="synthetic-pose", **_demo, steps=1200, lr=1e-3, weight_decay=0.01,
+    "synthetic-pose": replace(_seg, preset="synthetic-pose", **_demo, steps=1000, lr=1e-3, weight_decay=0.01,
                               warmup_steps=150, warmup_ratio=1e-3, best_metric="PCK"),
 }
 
