@@ -40,10 +40,11 @@ def test_demo_files_are_fp16_models_of_their_presets():
 # with the shipped weights) and how far a rerun may drift from them: tight enough that a mirrored output, one
 # blended 50% toward its own mean, or two swapped class labels fall outside (test_the_pins_catch_a_corrupted_output
 # shows each). Measured then: depth mirrored abs_rel 0.38935 / d1 0.35892, blended 0.42005 / 0.30777; seg mirrored
-# mIoU 0.27921, blended 0.24177, classes 0 and 1 swapped 0.11112; POSE_MEASURED. New demo weights come with new pins.
+# mIoU 0.27921, blended 0.24177, classes 0 and 1 swapped 0.11112; pose
+# mirrored PCK 0.03676. New demo weights come with new pins.
 PINNED = {"depth": {"abs_rel": (0.36128, 5e-4), "d1": (0.36317, 1e-3)},
           "seg": {"mIoU": (0.29699, 2e-3)},
-          "pose": {"PCK": (0.05882, 2e-3)}}  # PCK counts keypoints: 2e-3 is less than one of 24 x 17
+          "pose": {"PCK": (0.09314, 2e-3)}}  # PCK counts keypoints: 2e-3 is less than one of 24 x 17
 _EVALUATED = {}
 
 
@@ -89,13 +90,7 @@ def test_the_pins_catch_a_corrupted_output(task, how, one_thread):
 
 
 @pytest.mark.parametrize("task,metric,higher", [("depth", "abs_rel", False), ("depth", "d1", True),
-                                                ("seg", "mIoU", True),
-                                                # strict: the day a new pose demo beats the baseline this turns red
-                                                # and the mark goes (issue 25)
-                                                pytest.param("pose", "PCK", True, marks=pytest.mark.xfail(
-                                                    strict=True, reason="the bundled pose demo does not beat the "
-                                                    "mean-pose baseline: PCK 0.059 vs 0.061 on 24 held-out scenes "
-                                                    "(issue 25)"))])
+                                                ("seg", "mIoU", True), ("pose", "PCK", True)])
 def test_demo_beats_its_baseline_on_held_out_scenes(task, metric, higher, one_thread):
     model = load_model(demo.checkpoint(task)).eval()
     recipe = get_recipe(model.preset.name)
