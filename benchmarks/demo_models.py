@@ -33,11 +33,6 @@ from mp_deploy.util import device_name, slug
 RESULTS = Path(__file__).parent / "results"
 FIGURES = Path(__file__).parent.parent / "docs" / "images"
 FAMILIES = ("synthetic", "unseen")
-# the targets: (metric, bound, how): "ratio" = at most bound x the baseline's (lower is better),
-# "min" = at least bound
-TARGETS = {"depth": [("abs_rel_ms", 0.55, "ratio"), ("d1_ms", 0.70, "min")],
-           "seg": [("mIoU", 0.60, "min")],
-           "pose": [("AP", 0.50, "min"), ("PCK", 0.60, "min")]}
 
 
 def held_out(preset: str, family: str):
@@ -46,7 +41,7 @@ def held_out(preset: str, family: str):
 
 def judge(task: str, ours: dict, base: dict) -> list[dict]:
     rows = []
-    for metric, bound, how in TARGETS.get(task, []):
+    for metric, bound, how in tasks.get(task).demo_targets:
         want = bound * base[metric] if how == "ratio" else bound
         met = ours[metric] <= want if how == "ratio" else ours[metric] >= want
         rows.append({"metric": metric, "demo": ours[metric], "baseline": base[metric], "target": want,

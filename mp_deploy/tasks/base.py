@@ -154,6 +154,9 @@ class Task:
         return value
 
     picture: str = ""  # the `outputs` name whose render shows a result as one RGB picture
+    # what the bundled demo should reach on held-out scenes (benchmarks/demo_models.py checks it): (metric, bound,
+    # rule) with rule "ratio" (at most bound x the trivial baseline's value; lower is better) or "min" (at least)
+    demo_targets: tuple = ()
 
     def truth(self, sample: dict) -> dict:
         """A held-out sample's ground truth in the form `predict` returns, so that `render` draws it."""

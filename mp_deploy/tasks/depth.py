@@ -330,6 +330,7 @@ class DepthTask(Task):
         return depth_png16(depth, preset.png16_scale) if name == "png16" else depth
 
     picture = "color"
+    demo_targets = (("abs_rel_ms", 0.55, "ratio"), ("d1_ms", 0.70, "min"))
 
     def truth(self, sample):
         return {"depth": sample["depth"][0].numpy()}

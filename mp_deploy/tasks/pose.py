@@ -391,6 +391,7 @@ class PoseTask(Task):
         return draw_people(image, result["people"], threshold) if name == "overlay" else result["people"]
 
     picture = "overlay"
+    demo_targets = (("AP", 0.50, "min"), ("PCK", 0.60, "min"))
 
     def truth(self, sample):
         h, w = sample["image"].shape[-2:]  # a held-out sample is one person's crop; visible keypoints score 1

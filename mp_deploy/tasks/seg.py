@@ -347,6 +347,7 @@ class SegTask(Task):
         return label_colors(labels) if video and name == "palette" else labels
 
     picture = "overlay"
+    demo_targets = (("mIoU", 0.60, "min"),)
 
     def truth(self, sample):
         return {"labels": sample["labels"].numpy()}
