@@ -65,13 +65,14 @@ def evaluate_task(task: str, limit: int) -> dict:
     return out
 
 
-def picture(task: str, model, data, index: int) -> np.ndarray:
-    """Input | ground truth | prediction of one held-out sample (through its split's protocol), side by side."""
+def picture(task: str, model, run, data, index: int) -> np.ndarray:
+    """Input | ground truth | prediction (`run`: the model's `model_run`) of one held-out sample, through its
+    split's protocol, side by side."""
     spec, preset, sample = tasks.get(task), model.preset, data[index]
     protocol = spec.protocols[data.protocol]
     rgb = (sample["image"].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     with torch.no_grad():
-        result = spec.predict(sample["image"], model_run(model, "fp32", torch.device("cpu")), protocol, preset)
+        result = spec.predict(sample["image"], run, protocol, preset)
     # threshold 0: every keypoint is drawn, however low its score, so that the picture shows where they land
     tiles = [rgb] + [np.asarray(spec.render(spec.picture, rgb, r, preset, 0.0, video=True))
                      for r in (spec.truth(sample), result)]
@@ -86,10 +87,11 @@ def write_png(path: Path, rgb: np.ndarray) -> None:
 def figures(task: str, scenes: int, folder: Path) -> list[np.ndarray]:
     """docs/images/demo-<task>.png: `scenes` rows per family; returns each family's first row (for the montage)."""
     model = load_model(demo.checkpoint(task)).eval()
+    run = model_run(model, "fp32", torch.device("cpu"))
     firsts, rows = [], []
     for family in FAMILIES:
         data = held_out(model.preset.name, family)
-        made = [picture(task, model, data, i) for i in range(scenes)]
+        made = [picture(task, model, run, data, i) for i in range(scenes)]
         firsts.append(made[0])
         rows += made
     write_png(folder / f"demo-{task}.png", np.concatenate(rows, 0))

@@ -133,19 +133,20 @@ def eval_mask(gt: torch.Tensor, min_depth: float, max_depth: float, crop: str | 
     return valid & region
 
 
-def depth_metrics(pred, gt, min_depth: float = 1e-3, max_depth: float = 10.0, crop: str | None = None) -> dict | None:
-    """The nine depth metrics of one image (pred and gt in metres, same shape). None when no pixel is valid
-    (the reference would average a NaN in; we leave the image out and the meter counts it)."""
+def prepare(pred, gt, min_depth: float, max_depth: float, crop: str | None):
+    """(pred, gt, mask) as every depth metric reads them: float64, squeezed, the prediction's inf -> max_depth and
+    NaN -> min_depth (the reference's), and the eval mask (`eval_mask`)."""
     pred = torch.as_tensor(pred, dtype=torch.float64).squeeze()
     gt = torch.as_tensor(gt, dtype=torch.float64).squeeze()
     if pred.shape != gt.shape:
         raise ValueError(f"prediction {tuple(pred.shape)} and ground truth {tuple(gt.shape)} differ in shape")
     pred = torch.where(torch.isinf(pred), torch.full_like(pred, max_depth), pred)
     pred = torch.where(torch.isnan(pred), torch.full_like(pred, min_depth), pred)
-    mask = eval_mask(gt, min_depth, max_depth, crop)
-    if not mask.any():
-        return None
-    p, g = pred[mask], gt[mask]
+    return pred, gt, eval_mask(gt, min_depth, max_depth, crop)
+
+
+def masked_metrics(p: torch.Tensor, g: torch.Tensor) -> dict:
+    """The nine depth metrics of the valid pixels' predictions p and ground truths g (1-d, same length)."""
     thresh = torch.maximum(g / p, p / g)
     diff, diff_log = p - g, torch.log(p) - torch.log(g)
     return {
@@ -161,18 +162,28 @@ def depth_metrics(pred, gt, min_depth: float = 1e-3, max_depth: float = 10.0, cr
     }
 
 
+def depth_metrics(pred, gt, min_depth: float = 1e-3, max_depth: float = 10.0, crop: str | None = None) -> dict | None:
+    """The nine depth metrics of one image (pred and gt in metres, same shape). None when no pixel is valid
+    (the reference would average a NaN in; we leave the image out and the meter counts it)."""
+    pred, gt, mask = prepare(pred, gt, min_depth, max_depth, crop)
+    if not mask.any():
+        return None
+    return masked_metrics(pred[mask], gt[mask])
+
+
+def median_factor(p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """median(g) / median(p) of the valid pixels' values: the factor `median_scale` multiplies by."""
+    return g.median() / p.median().clamp_min(1e-12)
+
+
 def median_scale(pred, gt, min_depth: float = 1e-3, max_depth: float = 10.0, crop: str | None = None):
     """pred x median(gt) / median(pred) over the image's valid pixels (the eval mask): the scale-free protocol of
     monocular depth papers. A constant prediction becomes the image's median ground truth. None when no pixel
     is valid."""
-    pred = torch.as_tensor(pred, dtype=torch.float64).squeeze()
-    gt = torch.as_tensor(gt, dtype=torch.float64).squeeze()
-    pred = torch.where(torch.isinf(pred), torch.full_like(pred, max_depth), pred)
-    pred = torch.where(torch.isnan(pred), torch.full_like(pred, min_depth), pred)
-    mask = eval_mask(gt, min_depth, max_depth, crop)
+    pred, gt, mask = prepare(pred, gt, min_depth, max_depth, crop)
     if not mask.any():
         return None
-    return pred * (gt[mask].median() / pred[mask].median().clamp_min(1e-12))
+    return pred * median_factor(pred[mask], gt[mask])
 
 
 class DepthMeter:
@@ -186,14 +197,13 @@ class DepthMeter:
         self.empty = 0  # images with no valid pixel, left out
 
     def update(self, pred, gt) -> dict | None:
-        m = depth_metrics(pred, gt, self.min_depth, self.max_depth, self.crop)
-        if m is None:
+        pred, gt, mask = prepare(pred, gt, self.min_depth, self.max_depth, self.crop)
+        if not mask.any():
             self.empty += 1
             return None
-        # no clamp to the depth range after scaling (scale-free metrics)
-        scaled = median_scale(pred, gt, self.min_depth, self.max_depth, self.crop)
-        m = m | {k + "_ms": v for k, v in depth_metrics(scaled, gt, self.min_depth, self.max_depth,
-                                                          self.crop).items()}
+        p, g = pred[mask], gt[mask]
+        # the median-scaled view: no clamp to the depth range after scaling (scale-free metrics)
+        m = masked_metrics(p, g) | {k + "_ms": v for k, v in masked_metrics(p * median_factor(p, g), g).items()}
         for k, v in m.items():
             self.sums[k] += v
         self.count += 1
